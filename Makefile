@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_CONSTRAINT ?= constraints/torch-cpu.txt
+PIP_CONSTRAINT = $(if $(TORCH_CONSTRAINT),-c $(TORCH_CONSTRAINT),)
+BIN = $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-slow test-all lint bench clean
+
+$(BIN)/.installed: pyproject.toml $(TORCH_CONSTRAINT)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_CONSTRAINT) -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/python -m baton.demo
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check baton tests benchmarks
+	$(BIN)/mypy baton
+
+bench: install
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

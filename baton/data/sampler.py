@@ -1,0 +1,74 @@
+"""A sampler whose order is a function of (seed, epoch) and that can start mid-epoch.
+
+The solver records how many samples of the current data epoch were consumed; on resume it
+calls `set_epoch(epoch, start=consumed)` and the sampler yields the rest of the very same order.
+Under distributed training, every rank gets the same number of indices (padded by wrapping
+around, or truncated with `drop_last`) so no rank waits forever on a collective.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sized
+
+import torch
+from torch.utils.data import Sampler
+
+from .. import distrib
+from .rng import derive_seed
+
+
+class ResumableSampler(Sampler[int]):
+    def __init__(
+        self,
+        data: Sized | int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        self.num_items = data if isinstance(data, int) else len(data)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = distrib.rank() if rank is None else rank
+        self.world_size = distrib.world_size() if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside world size {self.world_size}")
+        self.drop_last = drop_last
+        if drop_last:
+            self.per_rank = self.num_items // self.world_size
+        else:
+            self.per_rank = math.ceil(self.num_items / self.world_size)
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the order of data epoch `epoch`, skipping its first `start` indices (this rank's)."""
+        if not 0 <= start <= self.per_rank:
+            raise ValueError(f"start {start} outside 0..{self.per_rank}")
+        self.epoch = epoch
+        self.start = start
+
+    def order(self, epoch: int) -> list[int]:
+        """This rank's full index order for `epoch`."""
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+            indices = torch.randperm(self.num_items, generator=gen).tolist()
+        else:
+            indices = list(range(self.num_items))
+        total = self.per_rank * self.world_size
+        if total > len(indices):
+            # Wrap around so every rank runs the same number of steps.
+            repeats = math.ceil(total / max(len(indices), 1))
+            indices = (indices * repeats)[:total]
+        else:
+            indices = indices[:total]
+        return indices[self.rank : total : self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order(self.epoch)[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start

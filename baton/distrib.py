@@ -1,0 +1,129 @@
+"""Distributed helpers that do nothing on a single process.
+
+Every function here is safe to call without `torch.distributed` initialised, so solver code is
+written once and runs the same on a laptop, under `torchrun`, and under SLURM.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def local_rank() -> int:
+    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+def is_rank_zero() -> bool:
+    return rank() == 0
+
+
+def init(backend: str | None = None) -> bool:
+    """Join the process group described by the environment (torchrun, or SLURM's srun).
+
+    Returns True when running distributed. A single process (no WORLD_SIZE, or WORLD_SIZE=1)
+    stays un-initialised so nothing pays for a process group it does not need.
+    """
+    if is_distributed():
+        return True
+    env = os.environ
+    if "WORLD_SIZE" not in env and "SLURM_NTASKS" in env and "MASTER_ADDR" in env:
+        env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+        env["RANK"] = env["SLURM_PROCID"]
+        env.setdefault("LOCAL_RANK", env.get("SLURM_LOCALID", "0"))
+    if int(env.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def _reduce_device() -> torch.device:
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(values: Iterable[float]) -> list[float]:
+    """Sum a list of floats across ranks in one collective (float64, so counts stay exact)."""
+    values = list(values)
+    if not is_distributed() or not values:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=_reduce_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.cpu().tolist()
+
+
+def average_metrics(metrics: Mapping[str, float], count: float = 1.0) -> dict[str, float]:
+    """Average a metrics dict over ranks, each rank weighted by `count` (e.g. its sample count).
+
+    Every rank must pass the same keys in the same order; a mismatch is a bug that would
+    otherwise deadlock or silently mix metrics, so it is checked.
+    """
+    if not is_distributed():
+        return dict(metrics)
+    keys = sorted(metrics)
+    check_same_on_all_ranks(keys, "metric names")
+    sums = all_reduce_sum([float(metrics[k]) * count for k in keys] + [count])
+    total = sums[-1]
+    return {k: s / total for k, s in zip(keys, sums[:-1])}
+
+
+def check_same_on_all_ranks(value: Any, what: str) -> None:
+    """Raise on every rank when ranks disagree on `value` (guards against collective deadlocks)."""
+    if not is_distributed():
+        return
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    if any(other != gathered[0] for other in gathered):
+        raise RuntimeError(f"ranks disagree on {what}: {gathered}")
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def rank_zero_only(fn: F) -> F:
+    """Run `fn` on rank 0 only; other ranks get None."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if is_rank_zero():
+            return fn(*args, **kwargs)
+        return None
+
+    return wrapper  # type: ignore[return-value]
