@@ -1,0 +1,67 @@
+"""Solvers are chosen by a plain name -> class map, or by an import path.
+
+`@register_solver("compression")` makes `solver=compression` in a config pick that class. A user
+project that does not want to touch baton's registry sets `solver: mypkg.solvers.MySolver`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+_SOLVERS: dict[str, type] = {}
+
+# Baton's own solvers live in modules that are imported only when asked for, so `import baton`
+# stays light. name -> module that registers it.
+_BUILTIN_MODULES: dict[str, str] = {}
+
+
+def register_solver(name: str):
+    """Class decorator: make the solver class available as `solver=<name>`."""
+
+    def decorator(cls: type) -> type:
+        previous = _SOLVERS.get(name)
+        if previous is not None and previous is not cls:
+            raise ValueError(f"solver name '{name}' is taken by {previous.__module__}.{previous.__qualname__}")
+        _SOLVERS[name] = cls
+        return cls
+
+    return decorator
+
+
+def register_builtin(name: str, module: str) -> None:
+    """Declare that importing `module` registers solver `name` (lazy import)."""
+    _BUILTIN_MODULES[name] = module
+
+
+def solver_names() -> list[str]:
+    return sorted(set(_SOLVERS) | set(_BUILTIN_MODULES))
+
+
+def get_solver_class(name: str) -> Any:
+    """Resolve a solver name or a dotted import path 'pkg.module.Class' to the class.
+
+    Raises:
+        KeyError: with a one-line message listing close names when nothing matches.
+    """
+    if name in _SOLVERS:
+        return _SOLVERS[name]
+    if name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
+        return _SOLVERS[name]
+    if "." in name:
+        module_name, _, attr = name.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise KeyError(f"solver '{name}': cannot import module '{module_name}' ({exc})") from None
+        if not hasattr(module, attr):
+            raise KeyError(f"solver '{name}': module '{module_name}' has no attribute '{attr}'")
+        return getattr(module, attr)
+    close = difflib.get_close_matches(name, solver_names(), n=3)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    raise KeyError(
+        f"unknown solver '{name}'{hint}; known: {', '.join(solver_names()) or 'none'}, "
+        "or give an import path 'package.module.Class'"
+    )
