@@ -1,0 +1,23 @@
+"""User-facing errors: one clear line naming what is wrong and how to fix it.
+
+The CLI prints `str(error)` and exits with code 2 (no traceback unless `--debug`). Raise these
+for bad input (config, CLI arguments, audio files, checkpoints), never for bugs in baton.
+"""
+
+
+class UserError(Exception):
+    """Bad input from the user. The message is one line: what, where, and the fix."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config key, value, group option or override is wrong."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is truncated, unreadable, or belongs to another XP."""
+
+
+class DataError(UserError):
+    """An audio file or manifest line cannot be used."""
