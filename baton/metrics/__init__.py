@@ -1,0 +1,1 @@
+"""Metrics: the cross-rank Averager and audio metrics. Submodules are imported where used."""

@@ -1,0 +1,83 @@
+"""StandardSolver: the AudioCraft-style template.
+
+A task subclasses it and writes five methods:
+
+    build_model()        models, optimizers (through make_stepper), register_* calls
+    build_dataloaders()  self.dataloaders['train' | 'valid' | 'evaluate' | 'generate']
+    run_step(idx, batch, metrics) -> metrics
+                         one batch of train or valid; call `self.stepper.step(loss)` when
+                         `self.is_training`
+    evaluate() -> metrics
+    generate() -> metrics
+
+Train and valid share `common_train_valid`; valid runs with the EMA weights when EMA is on, and
+evaluate/generate with the best state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import BaseSolver
+from .runtime import batch_size_of
+from .stage import Stage
+
+
+class StandardSolver(BaseSolver):
+    def build(self) -> None:
+        self.build_model()
+        self.build_dataloaders()
+
+    def build_model(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_model")
+
+    def build_dataloaders(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_dataloaders")
+
+    def run_step(self, idx: int, batch: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Process one batch of the train or valid stage and return its metrics."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run_step")
+
+    def evaluate(self) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} must implement evaluate")
+
+    def generate(self) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} must implement generate")
+
+    def stages(self) -> list[tuple[Stage, Callable[[], dict[str, float]]]]:
+        stages: list[tuple[Stage, Callable[[], dict[str, float]]]] = [(Stage.TRAIN, self.train)]
+        if "valid" in self.dataloaders:
+            stages.append((Stage.VALID, self.valid))
+        if self.should_run_every(self.cfg.evaluate.every):
+            stages.append((Stage.EVALUATE, self._with_best(self.evaluate)))
+        if self.should_run_every(self.cfg.generate.every):
+            stages.append((Stage.GENERATE, self._with_best(self.generate)))
+        return stages
+
+    def _with_best(self, stage_fn: Callable[[], dict[str, float]]) -> Callable[[], dict[str, float]]:
+        def run() -> dict[str, float]:
+            with self.swap_best_state():
+                return stage_fn()
+
+        return run
+
+    def train(self) -> dict[str, float]:
+        return self.common_train_valid(Stage.TRAIN)
+
+    def valid(self) -> dict[str, float]:
+        with self.swap_ema_state():
+            return self.common_train_valid(Stage.VALID)
+
+    def common_train_valid(self, stage: Stage) -> dict[str, float]:
+        """Run `run_step` over the stage's batches and return the rank-averaged metrics."""
+        if stage is Stage.TRAIN:
+            batches = self.train_batches()
+        else:
+            cap = self.cfg.dataset.valid.num_samples
+            batches = self.loader_batches(self.dataloaders["valid"], cap)
+        average = self._stage_metrics
+        for idx, batch in batches:
+            metrics = self.run_step(idx, batch, {})
+            average.update(metrics, count=batch_size_of(batch))
+        return average.result()

@@ -1,0 +1,5 @@
+"""Reference tasks. Each registers its solver lazily, so `import baton` stays light."""
+
+from ..solver.registry import register_builtin
+
+register_builtin("example", "baton.tasks.example")
