@@ -1,0 +1,82 @@
+"""`baton data ...`: make the built-in dataset, or a manifest from a folder of audio files.
+
+The `baton` dispatcher calls `add_arguments` and `main`; `python -m baton.data.cli` runs the
+same thing on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="data_action", metavar="ACTION", required=True)
+
+    synth = actions.add_parser("synth", help="write the built-in synthetic dataset (WAV + manifests)")
+    synth.add_argument("--root", type=Path, default=None,
+                       help="parent folder (default: <data cache>/synth; BATON_DATA_DIR sets the cache)")
+    synth.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
+
+    manifest = actions.add_parser("manifest", help="scan a folder of wav/flac/ogg into a jsonl manifest")
+    manifest.add_argument("folder", type=Path, help="folder to scan recursively")
+    manifest.add_argument("-o", "--output", type=Path, required=True, help="manifest to write (.jsonl)")
+    manifest.add_argument("--label-from-parent", action="store_true",
+                          help="label each file with the name of the folder that holds it")
+    manifest.add_argument("--jobs", type=int, default=None, help="parallel readers (default: 4 per core)")
+    manifest.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the chosen action; returns the exit code.
+
+    Raises:
+        UserError: bad input (missing folder, nothing readable); the dispatcher prints it.
+    """
+    if args.data_action == "synth":
+        return _synth(args)
+    return _manifest(args)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from . import synth
+
+    folder = synth.dataset_folder(args.root, args.seed)
+    existed = folder.is_dir()
+    folder = synth.ensure_synth(args.root, args.seed)
+    verb = "already there" if existed else "written"
+    counts = ", ".join(f"{split} {count}" for split, count in synth.SPLITS.items())
+    print(f"synthetic dataset {verb}: {folder} ({counts} files)")
+    for split in synth.SPLITS:
+        print(f"  {folder / (split + '.jsonl')}")
+    return 0
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from .manifest import scan_folder, write_manifest
+
+    report = scan_folder(args.folder, label_from_parent=args.label_from_parent, jobs=args.jobs,
+                         progress=not args.no_progress and sys.stderr.isatty())
+    if report.failures:
+        print(f"{len(report.failures)} unreadable file(s) skipped:", file=sys.stderr)
+        for path, reason in report.failures:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    if not report.entries:
+        raise UserError(f"no readable audio (wav, flac, ogg) under {args.folder}; check the folder")
+    write_manifest(args.output, report.entries)
+    hours = sum(e.duration for e in report.entries) / 3600
+    print(f"wrote {args.output}: {len(report.entries)} files, {hours:.2f} h")
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="baton data", description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    try:
+        sys.exit(main(_parser.parse_args()))
+    except UserError as _error:
+        print(f"error: {_error}", file=sys.stderr)
+        sys.exit(_error.exit_code)

@@ -1,0 +1,234 @@
+"""Manifests: one JSON line per audio file, so a dataset never has to open every file to start.
+
+A line holds `path`, `duration` (seconds), `sample_rate`, `channels`, optionally `label`, and
+any other keys (kept in `AudioMeta.extra`). A relative `path` is resolved against the
+manifest's folder, so a dataset folder with its manifests can be moved as one piece.
+
+Bad lines are reported with the manifest path and the 1-based line number: that is the only
+place the user can fix them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import DataError
+from .audio import AUDIO_EXTENSIONS, audio_info
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("path", "duration", "sample_rate", "channels")
+
+
+@dataclass
+class AudioMeta:
+    path: str
+    duration: float
+    sample_rate: int
+    channels: int
+    label: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Where this entry came from ("manifest.jsonl:12"), for error messages.
+    origin: str | None = None
+
+    def to_json(self, relative_to: Path | None = None) -> dict[str, Any]:
+        path = Path(self.path)
+        if relative_to is not None and path.is_absolute():
+            try:
+                path = path.relative_to(relative_to)
+            except ValueError:
+                pass  # outside the manifest's folder: keep it absolute
+        line: dict[str, Any] = {
+            "path": path.as_posix(),
+            "duration": round(self.duration, 6),
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+        }
+        if self.label is not None:
+            line["label"] = self.label
+        line.update(self.extra)
+        return line
+
+
+def read_manifest(
+    path: str | Path,
+    *,
+    check_files: bool = True,
+    on_missing: Literal["raise", "skip"] = "raise",
+) -> list[AudioMeta]:
+    """Entries of a jsonl manifest, with paths made absolute.
+
+    Args:
+        check_files: verify each audio file exists (one `stat` per line).
+        on_missing: a line naming a missing file raises, or is logged with its line number and
+            dropped.
+
+    Raises:
+        DataError: `path:line: ...` for bad JSON, a missing key, a bad value, or (with
+            `on_missing="raise"`) a missing audio file.
+    """
+    manifest = Path(path)
+    if not manifest.is_file():
+        raise DataError(f"manifest {manifest} does not exist; create it with `baton data manifest DIR -o {manifest}`")
+    base = manifest.resolve().parent
+    entries: list[AudioMeta] = []
+    with manifest.open(encoding="utf-8") as handle:
+        for lineno, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            where = f"{manifest}:{lineno}"
+            entry = _parse_line(text, where, base)
+            if check_files and not os.path.exists(entry.path):
+                message = f"{where}: audio file not found: {entry.path}; fix the path or rebuild the manifest"
+                if on_missing == "raise":
+                    raise DataError(message)
+                logger.warning("skipping %s", message)
+                continue
+            entries.append(entry)
+    return entries
+
+
+def _parse_line(text: str, where: str, base: Path) -> AudioMeta:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: expected a JSON object with keys {', '.join(REQUIRED_KEYS)}")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise DataError(f"{where}: missing key(s) {', '.join(missing)}; each line needs {', '.join(REQUIRED_KEYS)}")
+    try:
+        duration = float(data.pop("duration"))
+        sample_rate = int(data.pop("sample_rate"))
+        channels = int(data.pop("channels"))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: duration, sample_rate and channels must be numbers ({exc})") from exc
+    audio = Path(str(data.pop("path")))
+    if not audio.is_absolute():
+        audio = base / audio
+    label = data.pop("label", None)
+    return AudioMeta(
+        path=str(audio),
+        duration=duration,
+        sample_rate=sample_rate,
+        channels=channels,
+        label=None if label is None else str(label),
+        extra=data,
+        origin=where,
+    )
+
+
+def write_manifest(path: str | Path, entries: Iterable[AudioMeta]) -> None:
+    """Write entries atomically (temp file + rename), paths relative to the manifest's folder
+    when the audio lies under it."""
+    manifest = Path(path)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    base = manifest.resolve().parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{manifest.name}.", suffix=".tmp", dir=manifest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for entry in entries:
+                handle.write(json.dumps(entry.to_json(relative_to=base)) + "\n")
+        os.replace(tmp, manifest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class ScanReport:
+    entries: list[AudioMeta]
+    failures: list[tuple[str, str]]  # (path, reason) of files that could not be read
+
+
+def find_audio_files(root: str | Path) -> list[Path]:
+    """Audio files (wav, flac, ogg; any case) under `root`, sorted so manifests are stable."""
+    found = [
+        Path(folder) / name
+        for folder, _, names in os.walk(root)
+        for name in names
+        if name.lower().endswith(AUDIO_EXTENSIONS)
+    ]
+    return sorted(found)
+
+
+def scan_folder(
+    root: str | Path,
+    *,
+    label_from_parent: bool = False,
+    jobs: int | None = None,
+    progress: bool = True,
+) -> ScanReport:
+    """Read the header of every audio file under `root` in a thread pool.
+
+    libsndfile releases the GIL while parsing, so threads give real parallelism here without
+    the start-up cost of processes. Unreadable files are collected in the report, not raised.
+
+    Raises:
+        DataError: `root` is not a folder.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder; give the folder that holds the audio files")
+    files = find_audio_files(folder)
+    jobs = jobs or min(32, (os.cpu_count() or 1) * 4)
+
+    def probe(path: Path) -> AudioMeta | tuple[str, str]:
+        try:
+            info = audio_info(path)
+        except DataError as exc:
+            return (str(path), str(exc))
+        if info.frames == 0:
+            return (str(path), "no audio frames (zero-length)")
+        return AudioMeta(
+            path=str(path.resolve()),
+            duration=info.duration,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            label=path.parent.name if label_from_parent else None,
+        )
+
+    results: list[AudioMeta | tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool, _progress(progress, len(files), folder) as advance:
+        for result in pool.map(probe, files):
+            results.append(result)
+            advance()
+    entries = [r for r in results if isinstance(r, AudioMeta)]
+    failures = [r for r in results if not isinstance(r, AudioMeta)]
+    return ScanReport(entries=entries, failures=failures)
+
+
+class _progress:
+    """A rich progress bar on a terminal, nothing otherwise (logs and CI stay clean)."""
+
+    def __init__(self, enabled: bool, total: int, folder: Path) -> None:
+        self.bar = None
+        if enabled:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.task = self.bar.add_task(f"scanning {folder}", total=total)
+
+    def __enter__(self):
+        if self.bar is None:
+            return lambda: None
+        self.bar.start()
+        return lambda: self.bar.advance(self.task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def labels_of(entries: Sequence[AudioMeta]) -> list[str]:
+    """The sorted set of labels: the class order a classifier trained on `entries` uses."""
+    return sorted({e.label for e in entries if e.label is not None})
