@@ -1,0 +1,50 @@
+"""`//reference/...`: paths to shared data that live in a different place on each cluster.
+
+Any string value that starts with `//reference/` is rewritten against the environment's
+reference dir, so one config (and one signature) works on every cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from baton.config.env import Env
+from baton.errors import ConfigError
+
+PREFIX = "//reference/"
+
+
+def resolve_references(cfg: Any, env: Env) -> None:
+    """Rewrite `//reference/...` strings in a resolved DictConfig, in place.
+
+    Raises:
+        ConfigError: a value uses the prefix and no reference dir is set, or it does not exist.
+    """
+    from omegaconf import DictConfig, ListConfig
+
+    def visit(node: Any, prefix: str) -> None:
+        items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+        for key, value in list(items):
+            where = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+            if isinstance(value, (DictConfig, ListConfig)):
+                visit(value, f"{where}.")
+            elif isinstance(value, str) and value.startswith(PREFIX):
+                node[key] = _resolve(value, where, env)
+
+    visit(cfg, "")
+
+
+def _resolve(value: str, key: str, env: Env) -> str:
+    if env.reference_dir is None:
+        raise ConfigError(
+            f"config key '{key}' is '{value}' but no reference dir is set: set "
+            f"BATON_REFERENCE_DIR, or clusters.{env.cluster}.reference_dir in {env.team_file}"
+        )
+    root = Path(env.reference_dir)
+    if not root.is_dir():
+        raise ConfigError(
+            f"config key '{key}' is '{value}' but the reference dir {root} "
+            f"(from {env.reference_origin}) does not exist"
+        )
+    return str(root / value[len(PREFIX):])
