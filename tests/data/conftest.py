@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from audio_files import manifest_line, write_manifest_lines, write_tone
+
+from tests.data.audio_files import manifest_line, write_manifest_lines, write_tone
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from audio_files import manifest_line, write_corrupt, write_manifest_lines, write_tone
 
 from baton.data import AudioDataset, build_loader, collate_audio
 from baton.errors import DataError
+from tests.data.audio_files import manifest_line, write_corrupt, write_manifest_lines, write_tone
 
 
 def test_random_segments_depend_only_on_seed_epoch_and_index(tone_manifest):

@@ -3,11 +3,11 @@ import json
 from pathlib import Path
 
 import pytest
-from audio_files import manifest_line, write_corrupt, write_manifest_lines, write_tone
 
 from baton.data import cli
 from baton.data.manifest import read_manifest, scan_folder, write_manifest
 from baton.errors import DataError
+from tests.data.audio_files import manifest_line, write_corrupt, write_manifest_lines, write_tone
 
 
 def test_scan_labels_files_from_their_folder_and_reports_unreadable_ones(tmp_path: Path):
