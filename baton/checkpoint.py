@@ -93,8 +93,7 @@ def read_checkpoint(path: Path, expected_sig: str | None = None) -> dict[str, An
     except Exception as exc:  # torch raises several types for a truncated zip
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupt: {reason}); "
-            "delete it to fall back to an older one"
+            f"checkpoint {path} is unreadable (truncated or corrupt: {reason})"
         ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a baton checkpoint (no 'format: baton' header)")
@@ -231,7 +230,7 @@ class CheckpointManager:
             return data
         if errors:
             raise CheckpointError(
-                f"no usable checkpoint in {self.folder} ({len(errors)} unreadable); "
+                f"no usable checkpoint in {self.folder}: {errors[0]}; "
                 "run with --clear to start afresh, or restore a backup"
             )
         return None
@@ -255,7 +254,7 @@ def exported_weights(folder: Path, source: str = "best") -> dict[str, Any]:
     elif source == "ema":
         weights = (state.get("ema") or {}).get("averages") or {}
     elif source == "last":
-        weights = {name: state[name] for name in state.get("modules", [])}
+        weights = {name: state["registered"][name] for name in state.get("modules", [])}
     else:
         raise CheckpointError(f"unknown export source '{source}'; use best, ema or last")
     if not weights:
