@@ -35,6 +35,7 @@ class Composition:
     sig: str
     env: Env
     choices: dict[str, str | None]
+    config_dirs: list[Path]
 
     @property
     def folder(self) -> Path:
@@ -90,7 +91,15 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
     _resolve(full)
     resolve_references(full, env)
     OmegaConf.set_struct(full, True)
-    return Composition(cfg=full, overrides=overrides, delta=delta, sig=sig, env=env, choices=choices)
+    return Composition(
+        cfg=full,
+        overrides=overrides,
+        delta=delta,
+        sig=sig,
+        env=env,
+        choices=choices,
+        config_dirs=list(dirs),
+    )
 
 
 def _hydra_compose(dirs: Sequence[Path], overrides: Sequence[str]) -> tuple[DictConfig, dict[str, str | None]]:

@@ -1,0 +1,40 @@
+"""`baton ls`: every XP under the XP root, one row each."""
+
+from __future__ import annotations
+
+import argparse
+
+from baton.xp.commands.common import STATUS_STYLE, add_config_dir, console, format_age, format_number
+
+HELP = "list every XP under the XP root"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", help="only XPs in this state (running, done, failed, killed, new)")
+    add_config_dir(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from baton.xp.folder import all_xps, xps_dir
+    from baton.xp.launch import xp_root
+    from baton.xp.status import summarize
+
+    root = xp_root(args.config_dir)
+    summaries = [summarize(xp) for xp in all_xps(root)]
+    if args.status:
+        summaries = [s for s in summaries if s.status == args.status]
+    out = console()
+    if not summaries:
+        out.print(f"no XPs in {xps_dir(root)}", markup=False)
+        return 0
+    table = Table(title=f"XPs in {xps_dir(root)}")
+    for name in ("sig", "delta", "status", "epoch", "best", "age"):
+        table.add_column(name, justify="right" if name in ("epoch", "best", "age") else "left")
+    for s in sorted(summaries, key=lambda s: -s.age):
+        best = f"{s.best_key} {format_number(s.best)}" if s.best is not None else ""
+        style = STATUS_STYLE.get(s.status, "")
+        table.add_row(s.sig, s.delta_text, f"[{style}]{s.status}[/]", str(s.epoch), best, format_age(s.age))
+    out.print(table)
+    return 0

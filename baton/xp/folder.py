@@ -1,0 +1,113 @@
+"""An XP folder, `<xp_root>/xps/<sig>/`, and the files the experiment manager keeps in it.
+
+The solver writes checkpoints, `history.jsonl`, `solver.log` and `tensorboard/`; this module
+writes `.argv.json` (the overrides), `config.yaml` (fully resolved) and `env.log`, and reads
+everything back for `info`, `ls` and grids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from baton.config.suggest import did_you_mean
+from baton.errors import UserError
+
+ARGV = ".argv.json"
+CONFIG = "config.yaml"
+ENV_LOG = "env.log"
+HISTORY = "history.jsonl"
+SOLVER_LOG = "solver.log"
+
+
+class XPFolder:
+    """One XP's folder. It exists as an XP once its `.argv.json` is written."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"XPFolder({str(self.path)!r})"
+
+    @property
+    def sig(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / ARGV).is_file()
+
+    def argv(self) -> list[str]:
+        return json.loads((self.path / ARGV).read_text())
+
+    def write_argv(self, overrides: Sequence[str]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path / ARGV, json.dumps(list(overrides), indent=2) + "\n")
+
+    def write_config(self, cfg: Any) -> None:
+        from omegaconf import OmegaConf
+
+        write_text_atomic(self.path / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+
+    def config(self) -> Any | None:
+        """The stored resolved config, or None before the XP first ran."""
+        from omegaconf import OmegaConf
+
+        path = self.path / CONFIG
+        return OmegaConf.load(path) if path.is_file() else None
+
+    def history(self) -> list[dict[str, dict[str, float]]]:
+        """One entry per finished epoch (stage -> metrics). A torn last line is ignored."""
+        path = self.path / HISTORY
+        if not path.is_file():
+            return []
+        entries = []
+        for line in path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return entries
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def xps_dir(root: str | Path) -> Path:
+    return Path(root) / "xps"
+
+
+def all_xps(root: str | Path) -> list[XPFolder]:
+    """Every XP under the root, oldest first."""
+    base = xps_dir(root)
+    if not base.is_dir():
+        return []
+    found = [XPFolder(p) for p in base.iterdir() if (p / ARGV).is_file()]
+    return sorted(found, key=lambda xp: (xp.path / ARGV).stat().st_mtime)
+
+
+def find_xp(sig: str, root: str | Path) -> XPFolder:
+    """The XP with this signature (or a unique prefix of it).
+
+    Raises:
+        UserError: no XP, or several, match.
+    """
+    folder = XPFolder(xps_dir(root) / sig)
+    if folder.exists():
+        return folder
+    known = [xp.sig for xp in all_xps(root)]
+    matches = [s for s in known if s.startswith(sig)] if sig else []
+    if len(matches) == 1:
+        return XPFolder(xps_dir(root) / matches[0])
+    if len(matches) > 1:
+        raise UserError(f"sig prefix '{sig}' matches {len(matches)} XPs: {', '.join(sorted(matches))}")
+    raise UserError(
+        f"unknown sig '{sig}': no XP in {xps_dir(root)}{did_you_mean(sig, known)}; "
+        "`baton ls` lists the XPs (set BATON_XP_DIR if they live elsewhere)"
+    )

@@ -1,0 +1,128 @@
+"""Turn overrides into a runnable XP, and run one: shared by `baton run` and grids."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from baton.config import Composition, compose_xp, config_dirs, load_env
+from baton.config.overrides import dedupe, parse_overrides
+from baton.errors import ConfigError, UserError
+from baton.xp import status as st
+from baton.xp.envinfo import describe
+from baton.xp.folder import ENV_LOG, XPFolder, find_xp
+from baton.xp.lock import LOCK, Heartbeat, XPLock
+
+
+def xp_root(config_dir: Sequence[str] = (), overrides: Sequence[str] = ()) -> str:
+    """The XP root that XPs composed with these overrides live in (an `xp.root=` one wins)."""
+    dirs = config_dirs(list(config_dir))
+    explicit = None
+    for override in parse_overrides(overrides, dirs):
+        if override.key == "xp.root" and not override.prefix:
+            explicit = None if override.value is None else str(override.value)
+    return load_env(dirs, xp_root=explicit).xp_root
+
+
+def replay_overrides(sig: str, extra: Sequence[str], config_dir: Sequence[str] = ()) -> list[str]:
+    """SIG's stored overrides followed by `extra`; the rightmost value of a key wins.
+
+    Raises:
+        UserError: no XP with that signature under the XP root.
+    """
+    source = find_xp(sig, xp_root(config_dir, extra))
+    return dedupe([*source.argv(), *extra])
+
+
+def init_xp(xp: Composition) -> XPFolder:
+    """Write what makes a signature runnable with `run -f`: the overrides and the delta."""
+    folder = XPFolder(xp.folder)
+    folder.write_argv(xp.overrides)
+    st.write_delta(folder, xp.delta)
+    return folder
+
+
+def solver_class(cfg: Any) -> type:
+    """The solver class `cfg.solver` names, after importing the modules in `cfg.imports`.
+
+    Raises:
+        ConfigError: the name or import path does not resolve.
+    """
+    from baton.solver.registry import get_solver_class
+
+    import baton.tasks  # noqa: F401  (registers baton's own solvers by name, lazily)
+
+    for module in cfg.get("imports") or []:
+        try:
+            importlib.import_module(str(module))
+        except ImportError as exc:
+            raise ConfigError(f"imports: cannot import '{module}' ({exc})") from None
+    try:
+        return get_solver_class(str(cfg.solver))
+    except KeyError as exc:
+        raise ConfigError(f"config key 'solver': {exc.args[0]}") from None
+
+
+def clear_folder(folder: Path) -> None:
+    """Delete an XP's files but keep its lock file, which the caller holds."""
+    for path in folder.iterdir():
+        if path.name == LOCK:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def run_xp(xp: Composition, *, clear: bool = False, argv: Sequence[str] = ()) -> str:
+    """Run the solver of a composed XP in this process, holding the XP's lock.
+
+    Returns the status it ended in: done, or killed when it stopped before `optim.epochs`.
+
+    Raises:
+        XPBusyError: another process is running this XP; nothing is touched.
+        ConfigError: the solver cannot be found; nothing is written.
+    """
+    from baton import distrib
+
+    cls = solver_class(xp.cfg)
+    distrib.init()
+    if not distrib.is_rank_zero():
+        # Rank 0 owns the folder's files; other ranks only train.
+        cls(xp.cfg).run()
+        return st.DONE
+    folder = XPFolder(xp.folder)
+    with XPLock(folder.path), Heartbeat(folder.path):
+        if clear:
+            clear_folder(folder.path)
+        init_xp(xp)
+        folder.write_config(xp.cfg)
+        with open(folder.path / ENV_LOG, "a") as handle:
+            handle.write(describe(argv or xp.overrides, xp.config_dirs))
+        st.clear_exit(folder)
+        return _run_solver(cls, xp, folder)
+
+
+def _run_solver(cls: type, xp: Composition, folder: XPFolder) -> str:
+    try:
+        solver = cls(xp.cfg)
+        solver.run()
+    except UserError as exc:
+        st.write_exit(folder, st.FAILED, str(exc))
+        raise
+    except KeyboardInterrupt:
+        st.write_exit(folder, st.KILLED, "interrupted")
+        raise
+    except BaseException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        st.write_exit(folder, st.FAILED, f"{type(exc).__name__}: {first}")
+        raise
+    epochs, target = len(folder.history()), int(xp.cfg.optim.epochs)
+    if epochs >= target:
+        st.write_exit(folder, st.DONE)
+        return st.DONE
+    st.write_exit(folder, st.KILLED, f"stopped after epoch {epochs} of {target}")
+    return st.KILLED

@@ -1,0 +1,151 @@
+"""What state an XP is in, from files alone: its lock, heartbeat and exit record.
+
+new      `.argv.json` only: declared (by `grid --dry_run` or `--init`) but never run
+running  a live process holds the lock (same host: its pid; other host: a fresh heartbeat)
+done     the last run trained to `optim.epochs`
+killed   the last run stopped early (signal, Ctrl-C) or died without an exit record
+failed   the last run raised; the exit record holds the error line
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baton.config.signature import format_delta
+from baton.xp.folder import ARGV, HISTORY, XPFolder, write_text_atomic
+from baton.xp.lock import HEARTBEAT, HEARTBEAT_SECONDS, heartbeat_age, read_owner
+
+NEW, RUNNING, DONE, KILLED, FAILED = "new", "running", "done", "killed", "failed"
+EXIT = ".exit.json"
+DELTA = ".delta.json"
+STALE_AFTER = 6 * HEARTBEAT_SECONDS
+
+
+def write_exit(folder: XPFolder, status: str, message: str = "") -> None:
+    record = {"status": status, "message": message, "time": time.time(), "pid": os.getpid()}
+    write_text_atomic(folder.path / EXIT, json.dumps(record) + "\n")
+
+
+def clear_exit(folder: XPFolder) -> None:
+    (folder.path / EXIT).unlink(missing_ok=True)
+
+
+def read_exit(folder: XPFolder) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder.path / EXIT).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_delta(folder: XPFolder, delta: list[tuple[str, Any]]) -> None:
+    """Store the delta so `ls` and grids show it without composing every XP again."""
+    write_text_atomic(folder.path / DELTA, json.dumps([list(kv) for kv in delta]) + "\n")
+
+
+def read_delta(folder: XPFolder) -> list[tuple[str, Any]] | None:
+    try:
+        return [tuple(kv) for kv in json.loads((folder.path / DELTA).read_text())]  # type: ignore[misc]
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def xp_status(folder: XPFolder) -> str:
+    owner = read_owner(folder.path)
+    age = heartbeat_age(folder.path)
+    fresh = age is not None and age < STALE_AFTER
+    if owner:
+        if owner.get("host") == socket.gethostname():
+            alive = _pid_alive(int(owner.get("pid", -1))) and fresh
+        else:
+            alive = fresh
+        return RUNNING if alive else KILLED
+    record = read_exit(folder)
+    if record:
+        return str(record.get("status", FAILED))
+    return KILLED if age is not None else NEW
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Summary:
+    """What `ls`, `info` and grids show for one XP."""
+
+    sig: str
+    folder: Path
+    status: str
+    epoch: int
+    delta_text: str
+    history: list[dict[str, dict[str, float]]] = field(repr=False)
+    best: float | None
+    best_key: str
+    age: float
+    message: str = ""
+
+    def metric(self, dotted: str) -> float | None:
+        """The last value of 'stage.metric' ('valid.loss'), or None."""
+        stage, _, name = dotted.partition(".")
+        for entry in reversed(self.history):
+            if name in entry.get(stage, {}):
+                return entry[stage][name]
+        return None
+
+
+def summarize(folder: XPFolder) -> Summary:
+    history = folder.history()
+    cfg = folder.config()
+    best_cfg = cfg.best_metric if cfg is not None and "best_metric" in cfg else None
+    stage, name, direction = (
+        (str(best_cfg.stage), str(best_cfg.name), str(best_cfg.direction))
+        if best_cfg is not None
+        else ("valid", "loss", "min")
+    )
+    values = [
+        entry[stage][name]
+        for entry in history
+        if isinstance(entry.get(stage, {}).get(name), (int, float))
+        and math.isfinite(entry[stage][name])
+    ]
+    best = (max if direction == "max" else min)(values) if values else None
+    delta = read_delta(folder)
+    delta_text = format_delta(delta) if delta is not None else " ".join(folder.argv())
+    record = read_exit(folder) or {}
+    return Summary(
+        sig=folder.sig,
+        folder=folder.path,
+        status=xp_status(folder),
+        epoch=len(history),
+        delta_text=delta_text,
+        history=history,
+        best=best,
+        best_key=f"{stage}.{name}",
+        age=time.time() - _last_activity(folder.path),
+        message=str(record.get("message", "")),
+    )
+
+
+def _last_activity(path: Path) -> float:
+    times = []
+    for name in (ARGV, HISTORY, HEARTBEAT, EXIT):
+        try:
+            times.append((path / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=time.time())
