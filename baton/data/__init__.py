@@ -23,6 +23,8 @@ _EXPORTS = {
     "ResumableSampler": "sampler",
     "build_loader": "loader",
     "BatchStream": "stream",
+    "audio_dataset": "builders",
+    "resolve_manifest": "builders",
     "read_audio": "audio",
     "write_wav": "audio",
     "audio_info": "audio",

@@ -9,9 +9,9 @@ import soundfile as sf
 from baton.data import AudioDataset, cli, read_manifest, synth
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
+@pytest.fixture
+def synth_root(synth_cache: Path) -> Path:
+    return synth_cache / "synth"
 
 
 def test_dataset_is_real_16bit_wav_with_balanced_labels(synth_root: Path):

@@ -1,0 +1,55 @@
+"""Datasets from the `dataset` config section (see conf/dset/synth.yaml for the keys).
+
+A split section (`dataset.train`, `dataset.valid`, ...) names its manifest and may override
+any dataset-wide key, e.g. `random_crop: false` for validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .dataset import AudioDataset
+
+SYNTH_PREFIX = "synth:"
+_DATASET_KEYS = ("sample_rate", "channels", "segment_duration", "random_crop", "min_duration",
+                 "max_duration", "on_error", "return_info")
+# Keys of a split section that belong to the solver, not to the dataset.
+_SOLVER_KEYS = ("manifest", "num_samples")
+
+
+def resolve_manifest(spec: str, synth_seed: int = 0) -> Path:
+    """A manifest path; `synth:<split>` is the built-in dataset, generated when missing."""
+    if spec.startswith(SYNTH_PREFIX):
+        from . import synth
+
+        split = spec[len(SYNTH_PREFIX):]
+        if split not in synth.SPLITS:
+            raise ConfigError(f"unknown built-in split '{spec}'; use one of {', '.join(SYNTH_PREFIX + s for s in synth.SPLITS)}")
+        return synth.manifest_path(split, seed=synth_seed)
+    return Path(spec).expanduser()
+
+
+def audio_dataset(
+    cfg: Mapping[str, Any], split: str, *, seed: int, classes: Sequence[str] | None = None
+) -> AudioDataset:
+    """The `AudioDataset` of `split` as configured in `cfg` (the `dataset` config section).
+
+    Args:
+        seed: the XP seed, which fixes every random segment offset.
+        classes: the training set's label order, for the other splits.
+
+    Raises:
+        ConfigError: the split or one of its keys is unknown.
+    """
+    if split not in cfg or not isinstance(cfg[split], Mapping) or "manifest" not in cfg[split]:
+        raise ConfigError(f"dataset.{split}.manifest is not set; add it to the dset config (e.g. synth:train)")
+    section = cfg[split]
+    unknown = sorted(set(section) - set(_DATASET_KEYS) - set(_SOLVER_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) dataset.{split}.{unknown[0]}; a split takes manifest and {', '.join(_DATASET_KEYS)}")
+    options = {key: section[key] if key in section else cfg[key] for key in _DATASET_KEYS}
+    manifest = resolve_manifest(str(section["manifest"]), int(cfg["synth_seed"]))
+    return AudioDataset(manifest, seed=seed, classes=classes, **options)
