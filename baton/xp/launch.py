@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from baton.config import Composition, compose_xp, config_dirs, load_env
+from baton.config import Composition, config_dirs, load_env
 from baton.config.overrides import dedupe, parse_overrides
 from baton.errors import ConfigError, UserError
 from baton.xp import status as st
@@ -51,9 +51,8 @@ def solver_class(cfg: Any) -> type:
     Raises:
         ConfigError: the name or import path does not resolve.
     """
-    from baton.solver.registry import get_solver_class
-
     import baton.tasks  # noqa: F401  (registers baton's own solvers by name, lazily)
+    from baton.solver.registry import get_solver_class
 
     for module in cfg.get("imports") or []:
         try:

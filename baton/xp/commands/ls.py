@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from baton.xp.commands.common import STATUS_STYLE, add_config_dir, console, format_age, format_number
+from baton.xp.commands.common import (
+    STATUS_STYLE,
+    add_config_dir,
+    console,
+    format_age,
+    format_number,
+)
 
 HELP = "list every XP under the XP root"
 
