@@ -62,10 +62,9 @@ def collate_audio(items: Sequence[AudioItem]) -> AudioBatch:
     if not items:
         raise ValueError("cannot collate an empty batch")
     longest = max(item.wav.shape[-1] for item in items)
-    channels = items[0].wav.shape[0]
-    wav = items[0].wav.new_zeros(len(items), channels, longest)
-    for row, item in enumerate(items):
-        wav[row, :, : item.wav.shape[-1]] = item.wav
+    # Pad item by item, then stack: filling one big zero tensor goes through torch's thread
+    # pool, and waking it for every batch costs milliseconds on a busy CPU.
+    wav = torch.stack([torch.nn.functional.pad(item.wav, (0, longest - item.wav.shape[-1])) for item in items])
     lengths = torch.tensor([item.length for item in items], dtype=torch.long)
     has_label = [item.label is not None for item in items]
     if any(has_label) and not all(has_label):
