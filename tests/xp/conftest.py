@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.config.conftest import ENV_VARS
+
+REPO = Path(__file__).resolve().parents[2]
+# Tiny and quick: the example task on a handful of samples.
+QUICK = ["solver=example", "task.num_train=64", "task.num_valid=16", "dataset.batch_size=16"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every test starts from an unconfigured environment with its XP root in tmp_path."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "xp_root"
+    monkeypatch.setenv("BATON_XP_DIR", str(root))
+    return root
+
+
+def baton_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, **kwargs):
+    """`python -m baton ARGS` in a subprocess, as a user would type it."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "baton", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
+
+
+WAIT_SOLVER = '''
+"""A stand-in solver for the experiment manager's tests: one history line per epoch, and
+optionally waiting for a file before finishing, so a test controls how long it runs."""
+import json
+import time
+from pathlib import Path
+
+
+class WaitSolver:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.folder = Path(cfg.xp.folder)
+
+    def run(self):
+        history = self.folder / "history.jsonl"
+        done = len(history.read_text().splitlines()) if history.exists() else 0
+        for epoch in range(done + 1, self.cfg.optim.epochs + 1):
+            with open(history, "a") as f:
+                f.write(json.dumps({"train": {"loss": 1.0 / epoch}}) + "\\n")
+        release = self.cfg.task.release
+        while release and not Path(release).exists():
+            time.sleep(0.05)
+        if self.cfg.task.fail:
+            raise RuntimeError("boom")
+'''
+
+
+@pytest.fixture
+def wait_project(tmp_path: Path) -> Path:
+    """A project folder with the WaitSolver and its config; run baton from inside it."""
+    project = tmp_path / "wait_project"
+    (project / "conf" / "solver").mkdir(parents=True)
+    (project / "waitsolver.py").write_text(WAIT_SOLVER)
+    (project / "conf" / "solver" / "wait.yaml").write_text(
+        textwrap.dedent(
+            """\
+            # @package _global_
+            defaults:
+              - /solver/default
+              - _self_
+            solver: waitsolver.WaitSolver
+            optim:
+              epochs: 2
+            task:
+              release: null
+              fail: false
+            """
+        )
+    )
+    return project
