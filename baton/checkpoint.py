@@ -7,8 +7,9 @@ Layout in an XP folder:
 A file is `torch.save` of {"format": "baton", "version", "sig", "epoch", "state"}, where `epoch`
 counts finished epochs. Writes go to a temporary file in the same folder, are fsynced, then
 renamed over the target, so a kill or a full disk leaves the previous file intact. A kept copy
-is a hard link to the same freshly written file (no second write); old kept files are pruned
-only after the new one is complete.
+is a separate copy, not a hard link: writing into `checkpoint.th` in place (`cp other.th
+checkpoint.th`) must not silently change a kept file too. Old kept files are pruned only after
+the new one is complete.
 """
 
 from __future__ import annotations
@@ -51,11 +52,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(obj: Any, path: Path, link_as: Path | None = None) -> None:
+def write_atomic(obj: Any, path: Path, copy_as: Path | None = None) -> None:
     """torch.save `obj` to `path` so that `path` is either the old file or the complete new one.
 
-    `link_as`, when given, gets the same content (a hard link, or a copy where the filesystem
-    has none), also atomically.
+    `copy_as`, when given, gets a copy of the same content, also atomically.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -64,17 +64,18 @@ def write_atomic(obj: Any, path: Path, link_as: Path | None = None) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        if link_as is not None:
-            link_tmp = link_as.with_name(f".{link_as.name}.{os.getpid()}.tmp")
+        if copy_as is not None:
+            copy_tmp = copy_as.with_name(f".{copy_as.name}.{os.getpid()}.tmp")
             try:
-                os.link(tmp, link_tmp)
-            except OSError:
-                shutil.copyfile(tmp, link_tmp)
-            os.replace(link_tmp, link_as)
+                shutil.copyfile(tmp, copy_tmp)
+                with open(copy_tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(copy_tmp, copy_as)
+            finally:
+                copy_tmp.unlink(missing_ok=True)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
@@ -173,8 +174,8 @@ class CheckpointManager:
 
     def _write(self, payload: dict[str, Any], keep_epoch: int | None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        link = self.folder / kept_name(keep_epoch) if keep_epoch is not None else None
-        write_atomic(payload, self.latest, link_as=link)
+        kept = self.folder / kept_name(keep_epoch) if keep_epoch is not None else None
+        write_atomic(payload, self.latest, copy_as=kept)
         if keep_epoch is not None:
             self._prune()
 

@@ -40,13 +40,14 @@ def test_truncated_latest_falls_back_to_previous_kept(tmp_path: Path, caplog: py
     manager = CheckpointManager(tmp_path, "abc", keep_last=3)
     for epoch in (1, 2, 3):
         manager.save(state(epoch), epoch, end_of_epoch=True)
-    # checkpoint.th and checkpoint_3.th share their bytes: truncating one truncates both.
     data = (tmp_path / "checkpoint.th").read_bytes()
-    with open(tmp_path / "checkpoint.th", "r+b") as f:
+    with open(tmp_path / "checkpoint.th", "r+b") as f:  # in place: kept files are copies
         f.truncate(len(data) // 2)
     with caplog.at_level(logging.WARNING):
         loaded = manager.load()
-    assert loaded is not None and loaded["epoch"] == 2
+    assert loaded is not None and loaded["epoch"] == 3
+    (tmp_path / "checkpoint_3.th").write_bytes(b"")
+    assert manager.load()["epoch"] == 2
     messages = [r.getMessage() for r in caplog.records]
     assert any("checkpoint.th is unreadable (truncated or corrupt" in m for m in messages)
     assert all("\n" not in m for m in messages)

@@ -99,6 +99,7 @@ class BaseSolver:
         self._last_save = time.monotonic()
         self._stop = StopSignal()
         self._profiler: Any = None
+        self._profiled_updates = 0
         self.build()
         if cfg.compile:
             for module in self._modules().values():
@@ -272,6 +273,7 @@ class BaseSolver:
         progress = self.result_logger.progress(
             f"Train {self.epoch}", num_updates, self._stage_metrics.local, start=self._train_done
         )
+        self._start_profiler()
         try:
             for update in range(self._train_done, num_updates):
                 size = accumulation
@@ -296,11 +298,34 @@ class BaseSolver:
             self.ema.update()
         if self._profiler is not None:
             self._profiler.step()
+            self._profiled_updates += 1
+            spec = self.cfg.profiler
+            if self._profiled_updates >= int(spec.wait) + int(spec.warmup) + int(spec.active):
+                self._profiler.stop()  # the trace handler has written the active window
+                self._profiler = None
         if self._stop.received is not None:
             self.save_checkpoint(end_of_epoch=False)
             raise Interrupted()
         if self._mid_epoch_checkpoint_due():
             self.save_checkpoint(end_of_epoch=False)
+
+    def _start_profiler(self) -> None:
+        """Profile a few updates of the first train stage of this process (`profiler.*`)."""
+        spec = self.cfg.profiler
+        if not spec.enabled or self._profiled_updates or self._profiler is not None:
+            return
+        from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+        activities = [ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        self._profiler = profile(
+            activities=activities,
+            schedule=schedule(wait=int(spec.wait), warmup=int(spec.warmup), active=int(spec.active)),
+            on_trace_ready=tensorboard_trace_handler(str(self.folder / "profiler")),
+        )
+        self._profiler.start()
+        logger.info("profiling %d updates into %s", int(spec.active), self.folder / "profiler")
 
     def _mid_epoch_checkpoint_due(self) -> bool:
         ckpt = self.cfg.checkpoint
