@@ -187,8 +187,9 @@ class BaseSolver:
             while self.epoch <= int(self.cfg.optim.epochs):
                 self.run_epoch()
                 self.commit()
-        except Interrupted:
-            logger.info("stopped by signal %s at epoch %d; run again to resume", self._stop.received, self.epoch)
+        except Interrupted as stop:
+            logger.info("stopped by signal %d during epoch %d, checkpoint saved; run again to resume", stop.signum, self.epoch)
+            raise
         finally:
             self._stop.uninstall()
             self.checkpoints.wait()
@@ -305,7 +306,8 @@ class BaseSolver:
                 self._profiler = None
         if self._stop.received is not None:
             self.save_checkpoint(end_of_epoch=False)
-            raise Interrupted()
+            self.checkpoints.wait()
+            raise Interrupted(self._stop.received)
         if self._mid_epoch_checkpoint_due():
             self.save_checkpoint(end_of_epoch=False)
 

@@ -112,5 +112,13 @@ class StopSignal:
         self._previous = {}
 
 
-class Interrupted(Exception):
-    """Raised after a stop signal, once the checkpoint is on disk."""
+class Interrupted(SystemExit):
+    """Raised after a stop signal, once the checkpoint is on disk.
+
+    A SystemExit with code 128 + signal number, as a shell reports a process killed by that
+    signal: launchers tell "stopped, resumable" from "done", and no traceback is printed.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum

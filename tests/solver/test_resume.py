@@ -110,6 +110,22 @@ def test_killed_from_outside_at_a_random_moment_resumes_bit_exact(
     assert_same(final_state(tmp_path), reference)
 
 
+def test_sigterm_saves_at_the_next_update_and_resumes_bit_exact(
+    tmp_path: Path, reference: dict[str, Any]
+) -> None:
+    proc = launch(tmp_path, OVERRIDES)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "checkpoint.th").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, out.decode()[-2000:]
+    assert b"checkpoint saved; run again to resume" in out
+    run(tmp_path, OVERRIDES)
+    assert_same(final_state(tmp_path), reference)
+
+
 def test_resume_with_two_workers_and_async_save(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     overrides = OVERRIDES + ["dataset.num_workers=2", "checkpoint.async_save=true"]
     straight = tmp_path_factory.mktemp("straight")
