@@ -14,20 +14,20 @@ from ..errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="data_action", metavar="ACTION", required=True)
-
-    synth = actions.add_parser("synth", help="write the built-in synthetic dataset (WAV + manifests)")
-    synth.add_argument("--root", type=Path, default=None,
-                       help="parent folder (default: <data cache>/synth; BATON_DATA_DIR sets the cache)")
-    synth.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
-
-    manifest = actions.add_parser("manifest", help="scan a folder of wav/flac/ogg into a jsonl manifest")
-    manifest.add_argument("folder", type=Path, help="folder to scan recursively")
-    manifest.add_argument("-o", "--output", type=Path, required=True, help="manifest to write (.jsonl)")
-    manifest.add_argument("--label-from-parent", action="store_true",
-                          help="label each file with the name of the folder that holds it")
-    manifest.add_argument("--jobs", type=int, default=None, help="parallel readers (default: 4 per core)")
-    manifest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # One flat parser rather than sub-parsers: the `baton` dispatcher parses intermixed
+    # arguments, which argparse does not allow together with sub-parsers.
+    parser.add_argument("data_action", choices=("synth", "manifest"), metavar="ACTION",
+                        help="synth: write the built-in dataset (WAV + manifests); "
+                             "manifest: scan FOLDER (wav/flac/ogg) into a jsonl manifest")
+    parser.add_argument("folder", type=Path, nargs="?", help="manifest: folder to scan recursively")
+    parser.add_argument("-o", "--output", type=Path, help="manifest: the manifest to write (.jsonl)")
+    parser.add_argument("--label-from-parent", action="store_true",
+                        help="manifest: label each file with the name of the folder that holds it")
+    parser.add_argument("--jobs", type=int, default=None, help="manifest: parallel readers (default: 4 per core)")
+    parser.add_argument("--no-progress", action="store_true", help="manifest: no progress bar")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="synth: parent folder (default: <data cache>/synth; BATON_DATA_DIR sets the cache)")
+    parser.add_argument("--seed", type=int, default=0, help="synth: same seed, same files (default 0)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,6 +38,8 @@ def main(args: argparse.Namespace) -> int:
     """
     if args.data_action == "synth":
         return _synth(args)
+    if args.folder is None or args.output is None:
+        raise UserError("`baton data manifest` needs a folder and -o FILE.jsonl, e.g. `baton data manifest wavs/ -o train.jsonl`")
     return _manifest(args)
 
 
@@ -76,7 +78,7 @@ if __name__ == "__main__":
     _parser = argparse.ArgumentParser(prog="baton data", description=__doc__.splitlines()[0])
     add_arguments(_parser)
     try:
-        sys.exit(main(_parser.parse_args()))
+        sys.exit(main(_parser.parse_intermixed_args()))
     except UserError as _error:
         print(f"error: {_error}", file=sys.stderr)
         sys.exit(_error.exit_code)

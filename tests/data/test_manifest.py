@@ -6,7 +6,7 @@ import pytest
 
 from baton.data import cli
 from baton.data.manifest import read_manifest, scan_folder, write_manifest
-from baton.errors import DataError
+from baton.errors import DataError, UserError
 from tests.data.audio_files import manifest_line, write_corrupt, write_manifest_lines, write_tone
 
 
@@ -68,8 +68,8 @@ def test_cli_manifest_skips_unreadable_files_and_lists_them(tmp_path: Path, caps
     write_corrupt(tmp_path / "audio" / "down" / "3.wav")
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    args = parser.parse_args(["manifest", str(tmp_path / "audio"), "-o", str(tmp_path / "out.jsonl"),
-                              "--label-from-parent", "--jobs", "2"])
+    args = parser.parse_intermixed_args(["manifest", "--label-from-parent", str(tmp_path / "audio"),
+                                         "-o", str(tmp_path / "out.jsonl"), "--jobs", "2"])
 
     assert cli.main(args) == 0
 
@@ -78,3 +78,10 @@ def test_cli_manifest_skips_unreadable_files_and_lists_them(tmp_path: Path, caps
     entries = read_manifest(tmp_path / "out.jsonl")
     assert [(Path(e.path).name, e.label) for e in entries] == [("2.ogg", "down"), ("1.wav", "up")]
     assert entries[0].duration == pytest.approx(0.75)
+
+
+def test_cli_manifest_without_output_says_how_to_call_it(tmp_path: Path):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    with pytest.raises(UserError, match="needs a folder and -o FILE.jsonl"):
+        cli.main(parser.parse_intermixed_args(["manifest", str(tmp_path)]))

@@ -34,7 +34,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(synth_root: P
     first = synth.ensure_synth(synth_root, seed=0)
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    assert cli.main(parser.parse_args(["synth", "--root", str(tmp_path), "--seed", "0"])) == 0  # `baton data synth`
+    assert cli.main(parser.parse_intermixed_args(["synth", "--root", str(tmp_path), "--seed", "0"])) == 0  # `baton data synth`
     second = synth.dataset_folder(tmp_path, seed=0)
     assert f"synthetic dataset written: {second}" in capsys.readouterr().out
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
