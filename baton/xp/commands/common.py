@@ -19,9 +19,14 @@ def add_config_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def console() -> Any:
+    """A rich console; when output goes to a file or pipe, wide enough that tables keep whole
+    signatures and deltas instead of folding them at 80 columns."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    out = Console(highlight=False, soft_wrap=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, soft_wrap=False, width=160)
+    return out
 
 
 def format_age(seconds: float) -> str:

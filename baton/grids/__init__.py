@@ -1,0 +1,1 @@
+"""baton's own grids: `baton grid <name>` runs the explorer in `<name>.py`."""
