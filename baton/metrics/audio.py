@@ -181,6 +181,9 @@ class MelDistance(nn.Module):
 
 
 def _as_bct(wav: torch.Tensor) -> torch.Tensor:
+    if wav.dtype in (torch.float16, torch.bfloat16):
+        # Model outputs under autocast: FFTs and log-ratios want float32 (and stft rejects bf16).
+        wav = wav.float()
     if wav.dim() == 2:
         return wav[:, None]
     if wav.dim() != 3:

@@ -102,3 +102,22 @@ def test_metrics_accept_batch_by_time_and_short_signals():
     assert si_snr(estimate, reference).shape == (3,)
     assert MultiResolutionSTFTLoss()(estimate, reference).dim() == 0
     assert torch.isfinite(MelDistance(SR)(estimate, reference))
+
+
+def test_half_precision_model_outputs_are_measured_in_float32():
+    reference = tone(440.0)[None, None]
+    estimate = with_noise_at(reference.flatten(), 20.0).view_as(reference).bfloat16()
+    for metric in (si_snr, MultiResolutionSTFTLoss(), MelDistance(SR)):
+        assert metric(estimate, reference).dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_metrics_run_on_the_device_of_their_inputs():
+    reference = torch.stack([tone(220.0), tone(660.0)])[:, None]
+    estimate = with_noise_at(reference.flatten(), 10.0).view_as(reference)
+    lengths = torch.tensor([8000, 5000])
+    for metric in (si_snr, MultiResolutionSTFTLoss(), MelDistance(SR)):
+        on_cpu = metric(estimate, reference, lengths)
+        on_gpu = metric(estimate.cuda(), reference.cuda(), lengths.cuda())
+        assert on_gpu.device.type == "cuda"
+        assert torch.allclose(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-3)
