@@ -176,7 +176,7 @@ def _chirp(rng: np.random.Generator, n: int, rising: bool) -> np.ndarray:
     freq = start * (end / start) ** (np.arange(n) / n)
     phase = 2 * np.pi * np.cumsum(freq) / SAMPLE_RATE
     partials = int(rng.integers(1, 4))
-    return sum((0.5**k) * np.sin((k + 1) * phase) for k in range(partials))
+    return np.sum([(0.5**k) * np.sin((k + 1) * phase) for k in range(partials)], axis=0)
 
 
 def _colored_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
