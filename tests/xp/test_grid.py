@@ -1,0 +1,86 @@
+"""`baton grid`: dry runs that make every sig runnable, clear, retry, and a real local run."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from baton.__main__ import main
+from baton.config import compose_xp
+from baton.xp import status as st
+from baton.xp.folder import XPFolder, all_xps
+from tests.xp.conftest import baton_cli
+
+
+def test_dry_run_shows_sigs_that_run_f_accepts(clean_env: Path, capsys: pytest.CaptureFixture):
+    assert main(["grid", "example", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    expected = [compose_xp(["solver=example", f"optim.lr={lr}"]).sig for lr in (1e-3, 3e-3, 1e-2)]
+    for sig in expected:
+        assert sig in out
+    assert sorted(xp.sig for xp in all_xps(clean_env)) == sorted(expected)
+    assert all(st.xp_status(xp) == st.NEW for xp in all_xps(clean_env))
+    assert main(["run", "-f", expected[0], "--dry_run"]) == 0
+    assert f"sig:    {expected[0]}" in capsys.readouterr().out
+
+
+def test_unknown_grid_is_one_line_exit_2(clean_env: Path, capsys: pytest.CaptureFixture):
+    assert main(["grid", "exampel"]) == 2
+    assert "unknown grid 'exampel' (did you mean 'example'?)" in capsys.readouterr().err
+    assert not clean_env.exists()
+
+
+def test_clear_asks_first(clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    assert main(["grid", "example", "--init"]) == 0
+    marker = all_xps(clean_env)[0].path / "history.jsonl"
+    marker.write_text('{"train": {"loss": 1.0}}\n')
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["grid", "example", "--clear", "--dry_run"]) == 2
+    assert "--clear cancelled; nothing deleted" in capsys.readouterr().err
+    assert marker.exists()
+    assert main(["grid", "example", "--clear", "-y", "--dry_run"]) == 0
+    assert not marker.exists()
+    assert len(all_xps(clean_env)) == 3  # cleared, then declared again
+
+
+@pytest.fixture
+def wait_grid(wait_project: Path) -> Path:
+    grids = wait_project / "waitgrids"
+    grids.mkdir()
+    (grids / "__init__.py").write_text("")
+    (grids / "pair.py").write_text(
+        textwrap.dedent(
+            """\
+            from baton.xp.explore import explorer
+
+            @explorer(metrics=["train.loss"])
+            def explore(launcher):
+                launcher.bind_(solver="wait")
+                launcher(task={"fail": False})
+                launcher({"task.fail": True})
+            """
+        )
+    )
+    return wait_project
+
+
+@pytest.mark.slow
+def test_grid_runs_locally_and_retries_failed(wait_grid: Path, clean_env: Path):
+    args = ["grid", "pair", "--package", "waitgrids", "--config-dir", "conf", "-j", "2"]
+    first = baton_cli(*args, cwd=wait_grid)
+    assert first.returncode == 1, first.stderr
+    by_status = {st.xp_status(xp): xp for xp in all_xps(clean_env)}
+    assert set(by_status) == {st.DONE, st.FAILED}
+    failed: XPFolder = by_status[st.FAILED]
+    assert "RuntimeError: boom" in (failed.path / "launcher.log").read_text()
+    assert f"XP {failed.sig} failed" in first.stdout
+    # Without -r nothing is launched again; with -r the failed one is.
+    again = baton_cli(*args, cwd=wait_grid)
+    assert again.returncode == 0 and "1 failed XP(s)" in again.stdout
+    assert (failed.path / "launcher.log").read_text().count("=== ") == 1
+    retry = baton_cli(*args, "-r", cwd=wait_grid)
+    assert retry.returncode == 1
+    assert (failed.path / "launcher.log").read_text().count("=== ") == 2
+    assert "done" in retry.stdout and "failed" in retry.stdout
