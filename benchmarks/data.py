@@ -3,7 +3,7 @@
 Random 1 s segments of the built-in dataset (written to the data cache first if needed), as a
 training loop would read them. Reading must not be what a small model waits for.
 
-    python benchmarks/data.py [--batch-size 16] [--seconds 3] [--workers 0 1 2]
+    python benchmarks/data.py [--batch-size 16] [--seconds 3] [--workers 0 1 2] [--sample-rate 24000]
 """
 
 from __future__ import annotations
@@ -42,14 +42,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per setting")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--segment", type=float, default=1.0, help="segment duration (s)")
+    parser.add_argument("--sample-rate", type=int, default=synth.SAMPLE_RATE,
+                        help="target rate; another rate adds resampling to every item")
     args = parser.parse_args()
 
     begin = time.perf_counter()
     manifest = synth.manifest_path("train")
     print(f"dataset: {manifest} (ready in {time.perf_counter() - begin:.1f}s)")
-    dataset = AudioDataset(manifest, sample_rate=synth.SAMPLE_RATE, segment_duration=args.segment)
+    dataset = AudioDataset(manifest, sample_rate=args.sample_rate, segment_duration=args.segment)
     print(f"torch threads {torch.get_num_threads()}, batch {args.batch_size}, "
-          f"random {args.segment:g}s segments at {synth.SAMPLE_RATE} Hz")
+          f"random {args.segment:g}s segments, {synth.SAMPLE_RATE} Hz files read at {args.sample_rate} Hz")
     print(f"{'workers':>8} {'samples/s':>10} {'audio s/s':>10} {'items':>7}")
     for workers in args.workers:
         rate, items = measure(dataset, workers, args.batch_size, args.seconds)
