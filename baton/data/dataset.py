@@ -134,8 +134,8 @@ class AudioDataset(Dataset[AudioItem]):
                     raise
                 self._bad.add(candidate)
                 self.num_skipped += 1
-                logger.warning("skipping unreadable audio %s (%d skipped so far): %s",
-                               self.entries[candidate].path, self.num_skipped, exc)
+                # The message names the file; the count is this process's (each worker has one).
+                logger.warning("skipped (%d so far): %s", self.num_skipped, exc)
                 generator = sample_generator(self.seed, self.epoch, index)
         raise DataError(f"every file in the dataset failed to load (first: {self.entries[0].path}); check the manifest")
 
