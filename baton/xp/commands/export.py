@@ -6,8 +6,6 @@ import argparse
 
 from baton.xp.commands.common import add_config_dir
 
-HELP = "write an XP's weights to a plain file"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sig", metavar="SIG", help="the XP's signature")

@@ -9,8 +9,6 @@ from typing import Any
 from baton.errors import UserError
 from baton.xp.commands.common import STATUS_STYLE, add_config_dir, console, format_number
 
-HELP = "declare, run and monitor a grid of XPs"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="grid file in a grids package, e.g. example or compression/debug")

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from baton.xp.commands.common import add_config_dir, console, format_age, format_number
 
-HELP = "show one XP: delta, status, metrics, log"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sig_pos", nargs="?", metavar="SIG", help="the XP's signature (or -f SIG)")

@@ -12,8 +12,6 @@ from baton.xp.commands.common import (
     format_number,
 )
 
-HELP = "list every XP under the XP root"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", help="only XPs in this state (running, done, failed, killed, new)")

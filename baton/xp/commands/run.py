@@ -7,15 +7,13 @@ import argparse
 from baton.errors import UserError
 from baton.xp.commands.common import add_config_dir
 
-HELP = "run an XP (resumes it if it exists)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides: solver=example optim.lr=1e-3")
     parser.add_argument("-f", "--from_sig", dest="sig", metavar="SIG", help="start from SIG's overrides, then apply these")
     parser.add_argument("--dry_run", action="store_true", help="print the sig, delta and folder; run nothing")
     parser.add_argument("--clear", action="store_true", help="delete the XP folder first (start fresh)")
-    parser.add_argument("-d", "--distrib", action="store_true", help="one process per local device")
+    parser.add_argument("-d", "--distrib", action="store_true", help="one process per local device (not available yet)")
     add_config_dir(parser)
 
 
