@@ -81,6 +81,11 @@ class BaseSolver:
             async_save=bool(ckpt.async_save),
         )
         self.scaler = make_grad_scaler(bool(cfg.autocast), str(cfg.autocast_dtype), self.device)
+        # Read once: OmegaConf attribute access costs microseconds, too much for every update.
+        self._autocast = (bool(cfg.autocast), str(cfg.autocast_dtype))
+        self._ema_every = int(cfg.optim.ema.every)
+        self._save_every_updates = int(ckpt.every_updates or 0) if ckpt.save else 0
+        self._save_every_seconds = float(ckpt.every_seconds or 0) if ckpt.save else 0.0
         self.stateful = StateRegistry(self)
         self.dataloaders: dict[str, Any] = {}
         self.history: list[dict[str, dict[str, float]]] = []
@@ -147,7 +152,7 @@ class BaseSolver:
 
     def autocast(self) -> Any:
         """Context for forward passes: mixed precision when `autocast` is on."""
-        return autocast(bool(self.cfg.autocast), str(self.cfg.autocast_dtype), self.device)
+        return autocast(*self._autocast, self.device)
 
     def to_device(self, batch: Any) -> Any:
         return to_device(batch, self.device)
@@ -275,12 +280,13 @@ class BaseSolver:
             f"Train {self.epoch}", num_updates, self._stage_metrics.local, start=self._train_done
         )
         self._start_profiler()
+        steppers = self._steppers()
         try:
             for update in range(self._train_done, num_updates):
                 size = accumulation
                 if num_batches is not None:
                     size = min(accumulation, num_batches - update * accumulation)
-                for stepper in self._steppers():
+                for stepper in steppers:
                     stepper.start_group(size)
                 for micro in range(size):
                     yield update * accumulation + micro, stream.next()
@@ -290,12 +296,13 @@ class BaseSolver:
             progress.close()
         if full_pass:
             stream.next_epoch()
+        # No checkpoint is written between here and commit, so the count can be reset now.
+        self._train_done = 0
 
     def _after_update(self) -> None:
         self._train_done += 1
         self.update += 1
-        ema_cfg = self.cfg.optim.ema
-        if self.ema is not None and self.update % int(ema_cfg.every) == 0:
+        if self.ema is not None and self.update % self._ema_every == 0:
             self.ema.update()
         if self._profiler is not None:
             self._profiler.step()
@@ -330,12 +337,10 @@ class BaseSolver:
         logger.info("profiling %d updates into %s", int(spec.active), self.folder / "profiler")
 
     def _mid_epoch_checkpoint_due(self) -> bool:
-        ckpt = self.cfg.checkpoint
-        if not ckpt.save:
-            return False
-        if ckpt.every_updates and self.update % int(ckpt.every_updates) == 0:
+        if self._save_every_updates and self.update % self._save_every_updates == 0:
             return True
-        return bool(ckpt.every_seconds) and time.monotonic() - self._last_save >= float(ckpt.every_seconds)
+        seconds = self._save_every_seconds
+        return bool(seconds) and time.monotonic() - self._last_save >= seconds
 
     def loader_batches(self, loader: Any, max_items: int | None = None) -> Iterator[tuple[int, Any]]:
         """One deterministic pass over an evaluation loader (valid, evaluate), capped at `max_items`."""

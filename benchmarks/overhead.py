@@ -1,0 +1,163 @@
+"""Per-update overhead of StandardSolver against a hand-written PyTorch loop.
+
+Both sides train the same model on the same in-memory data through the same DataLoader, for
+the same number of updates, interleaved round by round in one process so that machine noise
+hits both alike. The solver runs with its default logging and progress on. Printed: median
+time per update of each side and their ratio (solver / hand loop), for two workloads:
+
+  tiny MLP  Linear(64, 64), batch 32: overhead-dominated (target ratio <= 1.15)
+  conv net  1-D convs on [16, 1, 16000] waveforms: compute-dominated (target ratio <= 1.02)
+
+Also printed: the time `import baton` adds to `import torch` (target < 0.3 s).
+
+    python benchmarks/overhead.py [--rounds 7] [--updates 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from baton.data.sampler import ResumableSampler
+from baton.solver import Stage, StandardSolver
+
+DEFAULTS = Path(__file__).resolve().parents[1] / "baton" / "conf" / "solver" / "default.yaml"
+
+
+def tiny_mlp() -> tuple[nn.Module, TensorDataset, int]:
+    return nn.Linear(64, 64), TensorDataset(torch.randn(4096, 64), torch.randn(4096, 64)), 32
+
+
+def conv_net() -> tuple[nn.Module, TensorDataset, int]:
+    model = nn.Sequential(
+        nn.Conv1d(1, 32, 15, stride=4, padding=7), nn.ELU(),
+        nn.Conv1d(32, 32, 15, stride=4, padding=7), nn.ELU(),
+        nn.ConvTranspose1d(32, 32, 8, stride=4, padding=2), nn.ELU(),
+        nn.ConvTranspose1d(32, 1, 8, stride=4, padding=2),
+    )
+    waves = torch.randn(64, 1, 16000)
+    return model, TensorDataset(waves, waves), 16
+
+
+def make_loader(dataset: TensorDataset, batch_size: int) -> DataLoader:
+    sampler = ResumableSampler(dataset, seed=0)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+                      generator=torch.Generator())
+
+
+class BenchSolver(StandardSolver):
+    """The same training step as the hand loop, written as a StandardSolver."""
+
+    def __init__(self, cfg: Any, workload: Any, folder: str) -> None:
+        self.workload = workload
+        super().__init__(cfg, folder=folder)
+
+    def build_model(self) -> None:
+        self.model, dataset, batch_size = self.workload
+        self.stepper = self.make_stepper(torch.optim.Adam(self.model.parameters(), lr=1e-4), None, self.model)
+        self.register_stateful("model", "stepper")
+        self.dataloaders["train"] = make_loader(dataset, batch_size)
+
+    def build_dataloaders(self) -> None:
+        pass
+
+    def run_step(self, idx: int, batch: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+        x, y = batch
+        with self.autocast():
+            loss = F.mse_loss(self.model(x), y)
+        if self.is_training:
+            metrics.update(self.stepper.step(loss))
+        metrics["loss"] = loss
+        return metrics
+
+
+def hand_loop(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, updates: int) -> float:
+    start = time.perf_counter()
+    done = 0
+    while done < updates:
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == updates:
+                break
+    return (time.perf_counter() - start) / updates
+
+
+def solver_round(solver: BenchSolver, updates: int) -> float:
+    start = time.perf_counter()
+    solver.run_stage(Stage.TRAIN, solver.train)
+    return (time.perf_counter() - start) / updates
+
+
+def compare(name: str, build: Any, rounds: int, updates: int) -> float:
+    torch.manual_seed(0)
+    hand_model, dataset, batch_size = build()
+    hand_loader = make_loader(dataset, batch_size)
+    hand_opt = torch.optim.Adam(hand_model.parameters(), lr=1e-4)
+    cfg = OmegaConf.load(DEFAULTS)
+    cfg = OmegaConf.merge(cfg, {"solver": "bench", "optim": {"updates_per_epoch": updates}})
+    with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)
+        solver = BenchSolver(cfg, build(), folder)
+        hand_loop(hand_model, hand_loader, hand_opt, 20)  # warm-up both sides
+        solver_round(solver, updates)
+        hand_times, solver_times = [], []
+        for _ in range(rounds):
+            hand_times.append(hand_loop(hand_model, hand_loader, hand_opt, updates))
+            solver_times.append(solver_round(solver, updates))
+        solver.result_logger.close()
+    hand, ours = statistics.median(hand_times), statistics.median(solver_times)
+    ratio = ours / hand
+    print(f"{name:9s} hand {hand * 1e6:9.1f} us/update   solver {ours * 1e6:9.1f} us/update   ratio {ratio:.3f}")
+    return ratio
+
+
+def import_cost(repeats: int = 5) -> float:
+    def timed(code: str) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    return timed("import torch, baton, baton.solver, baton.tasks") - timed("import torch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--conv-updates", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    import logging
+
+    logging.getLogger("baton").setLevel(logging.WARNING)  # keep the table readable
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds")
+    mlp = compare("tiny MLP", tiny_mlp, args.rounds, args.updates)
+    conv = compare("conv net", conv_net, args.rounds, args.conv_updates)
+    cost = import_cost()
+    print(f"import baton (+ solver, tasks) adds {cost:.3f} s to import torch")
+    print(f"targets: tiny MLP <= 1.15 ({'ok' if mlp <= 1.15 else 'MISSED'}), "
+          f"conv net <= 1.02 ({'ok' if conv <= 1.02 else 'MISSED'}), "
+          f"import < 0.3 s ({'ok' if cost < 0.3 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
