@@ -129,10 +129,12 @@ class EuclideanCodebook(nn.Module):
             counts, sums = self._cluster_stats(flat, self._assign(flat, embed))
             # An empty cluster keeps its vector; dead-code replacement deals with it later.
             embed = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], embed)
-        counts, _ = self._cluster_stats(flat, self._assign(flat, embed))
         self.embed.copy_(embed)
+        _from_rank_zero_(self.embed)
+        # Counts over the global batch, on the scale the EMA and the dead-code threshold use.
+        counts, _ = self._cluster_stats(flat, self._assign(flat, self.embed))
+        _sum_over_ranks_(counts)
         self.cluster_size.copy_(counts)
-        _from_rank_zero_(self.embed, self.cluster_size)
         # Keep the invariant embed = embed_sum / cluster_size, so the first EMA step does not
         # shrink the codebook.
         self.embed_sum.copy_(self.embed * self.cluster_size[:, None])
@@ -181,7 +183,8 @@ class EuclideanCodebook(nn.Module):
 
         Returns (quantized [B, D, T], codes [B, T]). `quantized` is computed with the codebook
         as it was before this call's update, so it always matches `codes`. It carries no
-        gradient: the straight-through estimator is applied by the caller.
+        gradient: the straight-through estimator is applied by the caller. A codebook that has
+        never seen a training batch is all zeros, so eval before training quantizes to zero.
         """
         x = x.detach()
         flat = x.transpose(1, 2).reshape(-1, self.dim)
@@ -248,6 +251,10 @@ class ResidualVectorQuantizer(nn.Module):
         x + (quantized - x).detach(): the decoder's gradient reaches the encoder unchanged
         (straight-through), applied once to the sum because applying it per codebook would
         count the encoder's gradient n_q times.
+
+        Under DDP every rank must pass the same `n_q` in a given step (the codebook statistics
+        are summed per codebook): draw a random bandwidth from a generator seeded alike on
+        all ranks.
         """
         n_q = self._check_n_q(n_q)
         # Nearest-neighbour search and EMA statistics in float32 even under autocast: bf16

@@ -113,8 +113,9 @@ def test_training_is_deterministic_for_a_given_seed():
 
 def test_overfits_one_batch_of_sines():
     model = tiny_model()
-    x = sine_batch()
-    losses = train(model, x, steps=60)
+    x = sine_batch(batch=2, length=2048)
+    losses = train(model, x, steps=40)
+    # Outputting silence would score about 0.9 of the first loss; a codec that learns, ~0.15.
     assert min(losses[-5:]) < 0.3 * losses[0], losses
 
 
