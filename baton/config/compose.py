@@ -63,7 +63,19 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
     for override in groups:
         _check_group_option(override, dirs)
 
+    # The solver's own choices are the reference a group choice is compared with.
+    solver_only = [o.text for o in groups if o.key == "solver"]
+    reference = None
+    if len(solver_only) != len(groups):
+        _, reference = _hydra_compose(dirs, solver_only)
+        for override in groups:
+            if not override.prefix and override.key not in reference:
+                raise ConfigError(
+                    f"config group '{override.key}' is not in the defaults of this solver: "
+                    f"add it with +{override.text}"
+                )
     base, base_choices = _hydra_compose(dirs, [o.text for o in groups])
+    reference = base_choices if reference is None else reference
     coerced = _check_values(values, base)
     if values:
         full, choices = _hydra_compose(dirs, overrides)
@@ -71,11 +83,6 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
             OmegaConf.update(full, key, value, merge=False)
     else:
         full, choices = base, base_choices
-    solver_only = [o.text for o in groups if o.key == "solver"]
-    if len(solver_only) == len(groups):
-        reference = base_choices
-    else:
-        _, reference = _hydra_compose(dirs, solver_only)
 
     delta = sig_mod.leaf_delta(_plain(base), _plain(full)) + sig_mod.choice_delta(reference, choices)
     delta = sig_mod.exclude(delta, list(full.xp.exclude or []))
@@ -149,9 +156,11 @@ def _check_group_option(override: Override, dirs: Sequence[Path]) -> None:
     options = group_options(override.key, dirs)
     if not isinstance(override.value, str) or override.value not in options:
         option = str(override.value)
+        hint = did_you_mean(option, options)
+        where = "" if hint else " (a project's own options need --config-dir DIR or BATON_CONFIG_PATH)"
         raise ConfigError(
             f"unknown option '{option}' for config group '{override.key}' in '{override.text}'"
-            f"{did_you_mean(option, options)}; options: {', '.join(options)}"
+            f"{hint}; options: {', '.join(options)}{where}"
         )
 
 

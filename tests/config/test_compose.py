@@ -102,3 +102,10 @@ def test_adding_and_deleting_keys_are_in_the_delta():
     xp = compose_xp(["solver=example", "+extra.depth=2", "~task.dropout"])
     assert ("extra.depth", 2) in xp.delta
     assert ("task.dropout", "<removed>") in xp.delta
+
+
+def test_group_the_solver_does_not_use_must_be_added_with_plus(project_conf: Path):
+    with pytest.raises(ConfigError, match=r"config group 'model' is not in the defaults of this solver: add it with \+model=big"):
+        compose(["solver=example", "model=big"], config_dir=str(project_conf))
+    cfg = compose(["solver=example", "+model=big"], config_dir=str(project_conf))
+    assert cfg.model.layers == 8
