@@ -144,13 +144,13 @@ def _load_team_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"team file {path} must be a mapping with keys {', '.join(_TEAM_KEYS)}")
-    for key in loaded:
+    for key in map(str, loaded):
         if key not in _TEAM_KEYS:
             raise ConfigError(
-                f"unknown key '{key}' in team file {path}{did_you_mean(str(key), _TEAM_KEYS)}; "
+                f"unknown key '{key}' in team file {path}{did_you_mean(key, _TEAM_KEYS)}; "
                 f"known: {', '.join(_TEAM_KEYS)}"
             )
-    return loaded
+    return {str(k): v for k, v in loaded.items()}
 
 
 def _cluster(clusters: Mapping[str, Any], hostnames: Mapping[str, str], team_file: Path) -> str:
@@ -163,7 +163,7 @@ def _cluster(clusters: Mapping[str, Any], hostnames: Mapping[str, str], team_fil
             )
         return explicit
     slurm_cluster = os.environ.get("SLURM_CLUSTER_NAME")
-    if slurm_cluster in clusters:
+    if slurm_cluster is not None and slurm_cluster in clusters:
         return slurm_cluster
     host = socket.gethostname()
     for pattern, cluster in hostnames.items():

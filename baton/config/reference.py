@@ -26,7 +26,7 @@ def resolve_references(cfg: Any, env: Env) -> None:
     def visit(node: Any, prefix: str) -> None:
         items = node.items() if isinstance(node, DictConfig) else enumerate(node)
         for key, value in list(items):
-            where = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+            where = prefix + str(key) if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
             if isinstance(value, (DictConfig, ListConfig)):
                 visit(value, f"{where}.")
             elif isinstance(value, str) and value.startswith(PREFIX):
