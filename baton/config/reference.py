@@ -24,9 +24,12 @@ def resolve_references(cfg: Any, env: Env) -> None:
     from omegaconf import DictConfig, ListConfig
 
     def visit(node: Any, prefix: str) -> None:
-        items = node.items() if isinstance(node, DictConfig) else enumerate(node)
-        for key, value in list(items):
-            where = prefix + str(key) if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+        if isinstance(node, DictConfig):
+            entries = [(key, prefix + str(key)) for key in node.keys()]
+        else:
+            entries = [(index, f"{prefix[:-1]}[{index}]") for index in range(len(node))]
+        for key, where in entries:
+            value = node[key]
             if isinstance(value, (DictConfig, ListConfig)):
                 visit(value, f"{where}.")
             elif isinstance(value, str) and value.startswith(PREFIX):
