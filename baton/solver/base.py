@@ -186,12 +186,15 @@ class BaseSolver:
     # ----------------------------------------------------------------- the loop
     def run(self) -> list[dict[str, dict[str, float]]]:
         """Train to `optim.epochs`, resuming from the XP folder's checkpoint. Returns the history."""
-        self.restore()
         self._stop.install()
         try:
+            self.restore()
             while self.epoch <= int(self.cfg.optim.epochs):
                 self.run_epoch()
                 self.commit()
+                if self._stop.received is not None:  # came during valid/evaluate/generate
+                    self.checkpoints.wait()
+                    raise Interrupted(self._stop.received)
         except Interrupted as stop:
             logger.info("stopped by signal %d during epoch %d, checkpoint saved; run again to resume", stop.signum, self.epoch)
             raise

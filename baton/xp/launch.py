@@ -106,6 +106,8 @@ def run_xp(xp: Composition, *, clear: bool = False, argv: Sequence[str] = ()) ->
 
 
 def _run_solver(cls: type, xp: Composition, folder: XPFolder) -> str:
+    from baton.solver.runtime import Interrupted
+
     try:
         solver = cls(xp.cfg)
         solver.run()
@@ -114,6 +116,9 @@ def _run_solver(cls: type, xp: Composition, folder: XPFolder) -> str:
         raise
     except KeyboardInterrupt:
         st.write_exit(folder, st.KILLED, "interrupted")
+        raise
+    except Interrupted as stop:  # SIGTERM/SIGUSR1: checkpoint written, exit code 128 + signal
+        st.write_exit(folder, st.KILLED, f"stopped by signal {stop.signum}; run again to resume")
         raise
     except BaseException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
