@@ -16,8 +16,9 @@ $(BIN)/.installed: pyproject.toml $(TORCH_CONSTRAINT)
 
 install: $(BIN)/.installed
 
+# A real training run on the built-in dataset: a small neural codec on CPU, a few minutes.
 demo: install
-	$(BIN)/python -m baton.demo
+	$(BIN)/baton run solver=compression/debug
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -105,8 +105,8 @@ def read_checkpoint(path: Path, expected_sig: str | None = None) -> dict[str, An
         )
     if expected_sig is not None and data.get("sig") not in (None, expected_sig):
         raise CheckpointError(
-            f"checkpoint {path} belongs to XP {data['sig']}, not {expected_sig}; "
-            "was the folder copied? run with --clear to start this XP afresh"
+            f"checkpoint {path} belongs to XP {data['sig']}, not {expected_sig} "
+            "(was the folder copied?)"
         )
     return data
 

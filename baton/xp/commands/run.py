@@ -40,7 +40,39 @@ def main(args: argparse.Namespace) -> int:
     print(f"baton: XP {xp.sig} ({format_delta(xp.delta)}) in {xp.folder}", flush=True)
     status = run_xp(xp, clear=args.clear, argv=overrides)
     if status == st.DONE:
-        print(f"baton: XP {xp.sig} done; `baton info -f {xp.sig}` shows its results")
+        print_results(xp.sig, folder, str(xp.cfg.best_metric.stage), str(xp.cfg.best_metric.name))
         return 0
     print(f"baton: XP {xp.sig} stopped early; `baton run -f {xp.sig}` resumes it")
     return 1
+
+
+def print_results(sig: str, folder, best_stage: str, best_name: str) -> None:
+    """The end of a finished run: the numbers that matter per epoch, and where everything is.
+
+    Columns: the training loss, the metric the best state is chosen by, and every evaluate
+    metric; `baton info -f SIG -m` shows them all.
+    """
+    from baton.xp.commands.common import console
+    from baton.xp.commands.info import metrics_table
+
+    history = folder.history()
+    keep = {("train", "loss"), (best_stage, best_name)}
+    shown = [
+        {stage: {k: v for k, v in metrics.items() if (stage, k) in keep or stage == "evaluate"}
+         for stage, metrics in entry.items()}
+        for entry in history
+    ]
+    out = console()
+    out.print(metrics_table(shown))
+    lines = [("folder", folder.path)]
+    samples = folder.path / "samples"
+    if samples.is_dir():
+        epochs = sorted((p for p in samples.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        if epochs:
+            lines.append(("samples", epochs[-1]))
+    if (folder.path / "tensorboard").is_dir():
+        lines.append(("tensorboard", f"tensorboard --logdir {folder.path / 'tensorboard'}"))
+    lines.append(("details", f"baton info -f {sig} -m"))
+    for name, value in lines:
+        out.print(f"{name:<12} {value}", markup=False)
+    print(f"baton: XP {sig} done")
