@@ -96,7 +96,7 @@ def average_metrics(metrics: Mapping[str, float], count: float = 1.0) -> dict[st
     check_same_on_all_ranks(keys, "metric names")
     sums = all_reduce_sum([float(metrics[k]) * count for k in keys] + [count])
     total = sums[-1]
-    return {k: s / total for k, s in zip(keys, sums[:-1])}
+    return {k: s / total for k, s in zip(keys, sums[:-1], strict=False)}
 
 
 def check_same_on_all_ranks(value: Any, what: str) -> None:

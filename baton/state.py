@@ -34,7 +34,7 @@ def copy_state(state: Any, device: str | torch.device = "cpu") -> Any:
         return state.detach().to(device, copy=True)
     if isinstance(state, Mapping):
         # OrderedDict stays an OrderedDict: some load_state_dict implementations check the type.
-        return type(state)((k, copy_state(v, device)) for k, v in state.items())
+        return type(state)((k, copy_state(v, device)) for k, v in state.items())  # type: ignore[call-arg]
     if isinstance(state, list):
         return [copy_state(v, device) for v in state]
     if isinstance(state, tuple):

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from baton.checkpoint import CheckpointManager, exported_weights, kept_epochs, read_checkpoint, write_atomic
+from baton.checkpoint import (
+    CheckpointManager,
+    exported_weights,
+    kept_epochs,
+    read_checkpoint,
+    write_atomic,
+)
 from baton.errors import CheckpointError
 
 

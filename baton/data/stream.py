@@ -77,7 +77,7 @@ class BatchStream:
         if batch_sampler is not None and hasattr(batch_sampler, "set_epoch"):
             # Its length counts the batches left after `start`: measure from the epoch's start.
             batch_sampler.set_epoch(self.epoch, start=0)
-            return len(batch_sampler)
+            return len(batch_sampler)  # type: ignore[arg-type]
         return len(loader)
 
     def next(self) -> Any:

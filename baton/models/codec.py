@@ -180,7 +180,7 @@ def build_compression_model(cfg: Mapping[str, Any] | CompressionModelConfig) -> 
     """Build the codec from a flat `model:` mapping (e.g. the composed config's `cfg.model`)."""
     if not isinstance(cfg, CompressionModelConfig):
         cfg = CompressionModelConfig.from_mapping(cfg)
-    seanet = dict(
+    seanet: dict[str, Any] = dict(
         channels=cfg.channels,
         dimension=cfg.dimension,
         n_filters=cfg.n_filters,
@@ -223,4 +223,4 @@ def load_preset(name: str) -> dict[str, Any]:
         raise ConfigError(f"unknown model preset '{name}'; known: {', '.join(known)}")
     container = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     assert isinstance(container, dict)
-    return container
+    return {str(key): value for key, value in container.items()}

@@ -23,6 +23,7 @@ codebooks without relying on DDP's buffer broadcast.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,11 @@ class EuclideanCodebook(nn.Module):
         kmeans_iters: k-means iterations on the first training batch to initialise the
             codebook (0 = random batch vectors only).
     """
+
+    initialized: torch.Tensor
+    embed: torch.Tensor
+    cluster_size: torch.Tensor
+    embed_sum: torch.Tensor
 
     def __init__(
         self,
@@ -222,7 +228,7 @@ class ResidualVectorQuantizer(nn.Module):
         self.dimension = dimension
         self.n_q = n_q
         self.bins = bins
-        self.layers = nn.ModuleList(
+        self.layers: Sequence[EuclideanCodebook] = nn.ModuleList(  # type: ignore[assignment]
             EuclideanCodebook(
                 dimension, bins, decay, epsilon, threshold_ema_dead_code, kmeans_iters
             )

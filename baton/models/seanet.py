@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -193,7 +194,7 @@ class SEANetEncoder(nn.Module):
         super().__init__()
         self.ratios = list(ratios)
         self.hop_length = math.prod(self.ratios)
-        stack = dict(
+        stack: dict[str, Any] = dict(
             n_residual_layers=n_residual_layers,
             residual_kernel_size=residual_kernel_size,
             dilation_base=dilation_base,
@@ -266,7 +267,7 @@ class SEANetDecoder(nn.Module):
         super().__init__()
         self.ratios = list(ratios)
         self.hop_length = math.prod(self.ratios)
-        stack = dict(
+        stack: dict[str, Any] = dict(
             n_residual_layers=n_residual_layers,
             residual_kernel_size=residual_kernel_size,
             dilation_base=dilation_base,

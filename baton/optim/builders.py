@@ -42,7 +42,8 @@ def build_optimizer(modules: nn.Module | Iterable[nn.Module], optim_cfg: Any) ->
     name = optim_cfg.optimizer
     groups = param_groups(modules, float(optim_cfg.weight_decay), bool(optim_cfg.decay_norms_and_biases))
     lr = float(optim_cfg.lr)
-    betas = tuple(float(b) for b in optim_cfg.betas)
+    beta1, beta2 = (float(b) for b in optim_cfg.betas)
+    betas = (beta1, beta2)
     eps = float(optim_cfg.eps)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps)

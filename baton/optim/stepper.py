@@ -68,7 +68,7 @@ class GradientStepper:
         with self._sync_context():
             loss.backward()
 
-    def step(self, loss: torch.Tensor | None = None) -> dict[str, float]:
+    def step(self, loss: torch.Tensor | None = None) -> dict[str, Any]:
         """Backward `loss` (if given); on the group's last micro-batch, update the weights.
 
         Returns the update's metrics (`grad_norm` when clipping, `lr`), or {} while accumulating.
@@ -84,8 +84,8 @@ class GradientStepper:
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def _update(self) -> dict[str, float]:
-        metrics: dict[str, float] = {}
+    def _update(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.max_norm is not None:

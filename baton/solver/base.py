@@ -235,8 +235,9 @@ class BaseSolver:
 
     def should_run_every(self, every: int | None) -> bool:
         """True for stages that run every N epochs, and always at the last epoch."""
-        last = self.epoch == int(self.cfg.optim.epochs)
-        return last or bool(every) and self.epoch % int(every) == 0
+        if self.epoch == int(self.cfg.optim.epochs):
+            return True
+        return every is not None and every > 0 and self.epoch % int(every) == 0
 
     def commit(self) -> None:
         """End an epoch: history, checkpoint, then history.jsonl (never ahead of the checkpoint)."""
@@ -349,7 +350,7 @@ class BaseSolver:
         """One deterministic pass over an evaluation loader (valid, evaluate), capped at `max_items`."""
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(0)
-        sampler = getattr(loader, "sampler", None)
+        sampler: Any = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(0)
         if getattr(loader, "generator", None) is not None:

@@ -97,6 +97,6 @@ class ExampleSolver(StandardSolver):
         prediction = self.model(x.to(self.device)).cpu()
         folder = self.folder / "samples" / str(self.epoch)
         folder.mkdir(parents=True, exist_ok=True)
-        rows = [{"input": a.tolist(), "target": b.tolist(), "prediction": c.tolist()} for a, b, c in zip(x, y, prediction)]
+        rows = [{"input": a.tolist(), "target": b.tolist(), "prediction": c.tolist()} for a, b, c in zip(x, y, prediction, strict=False)]
         (folder / "predictions.json").write_text(json.dumps(rows))
         return {}

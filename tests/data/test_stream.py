@@ -45,12 +45,12 @@ def test_resumed_stream_yields_what_the_uninterrupted_one_would() -> None:
     resumed.load_state_dict(first.state_dict())
     assert first.state_dict() == {"epoch": 1, "position": 2}
     tail = take(resumed, 5)
-    for a, b in zip(straight, head + tail):
+    for a, b in zip(straight, head + tail, strict=False):
         assert torch.equal(a, b)
 
 
 def test_same_batches_with_zero_and_two_workers() -> None:
-    for a, b in zip(take(BatchStream(loader(0)), 6), take(BatchStream(loader(2)), 6)):
+    for a, b in zip(take(BatchStream(loader(0)), 6), take(BatchStream(loader(2)), 6), strict=False):
         assert torch.equal(a, b)
 
 

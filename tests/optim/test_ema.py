@@ -17,7 +17,7 @@ def test_average_is_bias_corrected() -> None:
         model.weight.data.fill_(value)
         ema.update()
     weights = [0.9 ** (len(values) - 1 - i) for i in range(len(values))]
-    expected = sum(w * v for w, v in zip(weights, values)) / sum(weights)
+    expected = sum(w * v for w, v in zip(weights, values, strict=False)) / sum(weights)
     assert ema.averages["model"]["weight"].item() == pytest.approx(expected)
 
 
