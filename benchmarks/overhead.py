@@ -128,15 +128,18 @@ def compare(name: str, build: Any, rounds: int, updates: int) -> float:
 
 
 def import_cost(repeats: int = 5) -> float:
-    def timed(code: str) -> float:
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True)
-            best = min(best, time.perf_counter() - start)
-        return best
+    """Seconds `import baton` (with the solver and task registry) adds after `import torch`.
 
-    return timed("import torch, baton, baton.solver, baton.tasks") - timed("import torch")
+    Measured inside fresh interpreters (best of `repeats`): torch first, then baton, so the
+    difference is baton's own cost, not process start-up noise.
+    """
+    code = (
+        "import time; import torch; t = time.perf_counter(); "
+        "import baton, baton.solver, baton.tasks; print(time.perf_counter() - t)"
+    )
+    runs = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                 text=True).stdout) for _ in range(repeats)]
+    return min(runs)
 
 
 def main() -> None:
