@@ -144,3 +144,16 @@ def test_deterministic_and_threads(tmp_path: Path) -> None:
         assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.slow
+def test_compile_trains_and_checkpoints_plain_keys(tmp_path: Path) -> None:
+    """torch.compile in place (nn.Module.compile): state_dict keys stay those of the plain model."""
+    s = solver(tmp_path, "optim.epochs=2", "compile=true")
+    history = s.run()
+    assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
+    from baton.checkpoint import exported_weights
+    from baton.tasks.example import RegressionNet
+
+    plain = RegressionNet(16, 64, 0.1)
+    plain.load_state_dict(exported_weights(tmp_path, "last"))
