@@ -36,6 +36,15 @@ def local_rank() -> int:
     return 0
 
 
+def resolve_rank(given_rank: int | None, given_world: int | None) -> tuple[int, int]:
+    """(rank, world size): the given ones, else the process group's; checked for consistency."""
+    this_rank = rank() if given_rank is None else given_rank
+    world = world_size() if given_world is None else given_world
+    if not 0 <= this_rank < world:
+        raise ValueError(f"rank {this_rank} is outside world size {world}")
+    return this_rank, world
+
+
 def is_rank_zero() -> bool:
     return rank() == 0
 

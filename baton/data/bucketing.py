@@ -64,10 +64,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.max_batch_size = max_batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.rank = distrib.rank() if rank is None else rank
-        self.world_size = distrib.world_size() if world_size is None else world_size
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} is outside world size {self.world_size}")
+        self.rank, self.world_size = distrib.resolve_rank(rank, world_size)
         self.drop_last = drop_last
         ordered = sorted(self.durations)
         count = max(1, min(num_buckets, len(ordered)))

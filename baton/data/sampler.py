@@ -32,10 +32,7 @@ class ResumableSampler(Sampler[int]):
         self.num_items = data if isinstance(data, int) else len(data)
         self.shuffle = shuffle
         self.seed = seed
-        self.rank = distrib.rank() if rank is None else rank
-        self.world_size = distrib.world_size() if world_size is None else world_size
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} is outside world size {self.world_size}")
+        self.rank, self.world_size = distrib.resolve_rank(rank, world_size)
         self.drop_last = drop_last
         if drop_last:
             self.per_rank = self.num_items // self.world_size

@@ -110,9 +110,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         lengths: torch.Tensor | None = None,
         reduction: Reduction = "mean",
     ) -> torch.Tensor:
-        est, ref = _as_bct(estimate), _as_bct(reference)
-        mask = _sample_mask(lengths, ref)
-        est, ref = est * mask, ref * mask
+        est, ref = _masked_pair(estimate, reference, lengths)
         total = est.new_zeros(est.shape[0])
         for n_fft, hop, _ in self.resolutions:
             window = getattr(self, f"window_{n_fft}").to(est)
@@ -167,9 +165,7 @@ class MelDistance(nn.Module):
         lengths: torch.Tensor | None = None,
         reduction: Reduction = "mean",
     ) -> torch.Tensor:
-        est, ref = _as_bct(estimate), _as_bct(reference)
-        mask = _sample_mask(lengths, ref)
-        est, ref = est * mask, ref * mask
+        est, ref = _masked_pair(estimate, reference, lengths)
         total = est.new_zeros(est.shape[0])
         for n_fft in self.scales:
             diff = self.log_mel(est, n_fft) - self.log_mel(ref, n_fft)
@@ -178,6 +174,15 @@ class MelDistance(nn.Module):
             if self.mse_weight:
                 total = total + self.mse_weight * _masked_mean(diff.pow(2), frames)
         return _reduce(total / len(self.scales), reduction)
+
+
+def _masked_pair(
+    estimate: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both signals as [B, C, T] with their padding zeroed, so it never counts as signal."""
+    est, ref = _as_bct(estimate), _as_bct(reference)
+    mask = _sample_mask(lengths, ref)
+    return est * mask, ref * mask
 
 
 def _as_bct(wav: torch.Tensor) -> torch.Tensor:
