@@ -5,7 +5,10 @@ A solver owns one `GradientStepper` per optimizer (a GAN has two). In `run_step`
 current update holds (`start_group`); the stepper
 
 - divides the loss by that number, so a short last group is averaged over what it really has;
-- runs backward under DDP's `no_sync` on all but the last micro-batch (one all-reduce per update);
+- offers `micro_batch()`, a context that puts DDP in `no_sync` for all but the last micro-batch
+  (one all-reduce per update). DDP decides in the *forward* whether the backward will reduce,
+  so the context must hold the forward and the backward: the solver enters it around each
+  `run_step`; a hand-written loop writes `with stepper.micro_batch(): stepper.step(loss_fn())`;
 - on the last micro-batch, unscales (fp16), clips, steps the optimizer and then the scheduler,
   except when the GradScaler skipped the step for inf/nan gradients: then the scheduler waits
   too, so the LR schedule follows real updates.
@@ -14,7 +17,7 @@ current update holds (`start_group`); the stepper
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -52,21 +55,21 @@ class GradientStepper:
     def last_micro_batch(self) -> bool:
         return self.micro + 1 >= self.group_size
 
-    def _sync_context(self) -> Any:
-        if self.last_micro_batch:
-            return contextlib.nullcontext()
-        stack = contextlib.ExitStack()
-        for module in self.modules:
-            if isinstance(module, DistributedDataParallel):
-                stack.enter_context(module.no_sync())
-        return stack
+    @contextlib.contextmanager
+    def micro_batch(self) -> Iterator[None]:
+        """Hold one micro-batch's forward and backward: no DDP gradient sync unless it is the last."""
+        with contextlib.ExitStack() as stack:
+            if not self.last_micro_batch:
+                for module in self.modules:
+                    if isinstance(module, DistributedDataParallel):
+                        stack.enter_context(module.no_sync())
+            yield
 
     def backward(self, loss: torch.Tensor) -> None:
         loss = loss / self.group_size
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
-        with self._sync_context():
-            loss.backward()
+        loss.backward()
 
     def step(self, loss: torch.Tensor | None = None) -> dict[str, Any]:
         """Backward `loss` (if given); on the group's last micro-batch, update the weights.

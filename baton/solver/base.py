@@ -17,6 +17,7 @@ so an XP killed at any update and run again ends with the same weights as one ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -293,7 +294,13 @@ class BaseSolver:
                 for stepper in steppers:
                     stepper.start_group(size)
                 for micro in range(size):
-                    yield update * accumulation + micro, stream.next()
+                    batch = stream.next()
+                    # The caller's forward and backward run inside these contexts (the generator
+                    # is suspended within them), which DDP's no_sync needs.
+                    with contextlib.ExitStack() as accumulating:
+                        for stepper in steppers:
+                            accumulating.enter_context(stepper.micro_batch())
+                        yield update * accumulation + micro, batch
                 self._after_update()
                 progress.advance()
         finally:

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..data.rng import seed_worker
 from ..data.sampler import ResumableSampler
+from ..metrics.averager import Averager
 from ..optim import build_lr_scheduler, build_optimizer
 from ..solver.registry import register_solver
 from ..solver.runtime import per_rank_batch_size
@@ -85,12 +86,12 @@ class ExampleSolver(StandardSolver):
         return metrics
 
     def evaluate(self) -> dict[str, float]:
-        errors = []
+        average = Averager()  # reduced across ranks: each rank evaluates its own shard
         for _, (x, y) in self.loader_batches(self.dataloaders["evaluate"]):
             x, y = self.to_device((x, y))
-            errors.append(F.mse_loss(self.model(x), y, reduction="none").mean(dim=1))
-        mse = torch.cat(errors)
-        return {"mse": mse.mean().item(), "rmse": mse.mean().sqrt().item()}
+            average.update({"mse": F.mse_loss(self.model(x), y)}, count=len(x))
+        mse = average.result()["mse"]
+        return {"mse": mse, "rmse": mse**0.5}
 
     def generate(self) -> dict[str, float]:
         x, y = self.dataloaders["evaluate"].dataset[:4]
