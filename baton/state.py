@@ -24,6 +24,13 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
+def unwrap(value: Any) -> Any:
+    """The module inside a DDP / DataParallel wrapper, so checkpoints hold plain keys (no
+    `module.` prefix) that load with or without the wrapper and export as plain weights."""
+    wrapped = getattr(value, "module", None)
+    return wrapped if isinstance(value, torch.nn.Module) and isinstance(wrapped, torch.nn.Module) else value
+
+
 def copy_state(state: Any, device: str | torch.device = "cpu") -> Any:
     """Deep copy of a (nested) state with every tensor cloned onto `device`.
 
@@ -67,12 +74,13 @@ class StateRegistry:
         return iter(self._names)
 
     def get(self, name: str) -> Any:
-        return getattr(self._owner, name)
+        """The attribute, unwrapped from DDP if it is a wrapped module."""
+        return unwrap(getattr(self._owner, name))
 
     def state_dict(self, names: list[str] | None = None) -> dict[str, Any]:
         state = {}
         for name in names if names is not None else self._names:
-            value = getattr(self._owner, name)
+            value = self.get(name)
             state[name] = value.state_dict() if isinstance(value, Stateful) else value
         return state
 
@@ -83,7 +91,7 @@ class StateRegistry:
         for name in self._names:
             if name not in state:
                 continue
-            value = getattr(self._owner, name)
+            value = self.get(name)
             if isinstance(value, Stateful):
                 value.load_state_dict(state[name])
             else:

@@ -43,6 +43,7 @@ from .runtime import (
     StopSignal,
     apply_torch_settings,
     batch_size_of,
+    check_loop_config,
     resolve_device,
     to_device,
 )
@@ -70,6 +71,7 @@ class BaseSolver:
         self.folder = Path(folder)
         self.sig: str | None = cfg.xp.sig
         self.device = resolve_device(str(cfg.device))
+        check_loop_config(cfg)
         apply_torch_settings(cfg)
         seed_everything(int(cfg.seed))
         self.result_logger = ResultLogger(self.folder, cfg.logging)
@@ -106,10 +108,14 @@ class BaseSolver:
         self._stop = StopSignal()
         self._profiler: Any = None
         self._profiled_updates = 0
-        self.build()
+        try:
+            self.build()
+        except BaseException:
+            self.result_logger.close()  # no handler left writing into this XP's log
+            raise
         if cfg.compile:
-            for module in self._modules().values():
-                module.compile()
+            for name in self._modules():
+                self.stateful.get(name).compile()
 
     # ----------------------------------------------------------------- to override
     def build(self) -> None:
@@ -179,7 +185,8 @@ class BaseSolver:
         return getattr(module, "module", module)
 
     def _modules(self) -> dict[str, nn.Module]:
-        return {n: v for n in self.stateful if isinstance(v := self.stateful.get(n), nn.Module)}
+        """Registered modules as assigned (a DDP wrapper stays wrapped: train/eval go through it)."""
+        return {n: v for n in self.stateful if isinstance(v := getattr(self, n), nn.Module)}
 
     def _steppers(self) -> list[GradientStepper]:
         return [v for n in self.stateful if isinstance(v := self.stateful.get(n), GradientStepper)]
@@ -205,6 +212,8 @@ class BaseSolver:
             if self._profiler is not None:
                 self._profiler.stop()
                 self._profiler = None
+            # Another XP run in this process (grid, notebook) must not log into this one's files.
+            self.result_logger.close()
         return self.history
 
     def run_epoch(self) -> None:
@@ -254,9 +263,17 @@ class BaseSolver:
         configured = self.cfg.optim.updates_per_epoch
         if configured is not None:
             return int(configured)
-        groups, remainder = divmod(len(self._train_batches_stream()), self._accumulation())
+        batches = len(self._train_batches_stream())
+        groups, remainder = divmod(batches, self._accumulation())
         keep_short = remainder and self.cfg.optim.accumulation_remainder == "step"
-        return groups + (1 if keep_short else 0)
+        updates = groups + (1 if keep_short else 0)
+        if updates == 0:
+            raise ConfigError(
+                f"an epoch has no update: {batches} training batch(es) per rank for "
+                f"optim.grad_accumulation={self._accumulation()}; lower dataset.batch_size or "
+                "the accumulation, or add data"
+            )
+        return updates
 
     def _accumulation(self) -> int:
         return int(self.cfg.optim.grad_accumulation)
@@ -387,8 +404,6 @@ class BaseSolver:
                 f"best_metric.name='{spec.name}' is not a metric of stage '{spec.stage}' "
                 f"(it has: {', '.join(sorted(metrics)) or 'none'}); set best_metric.name"
             )
-        if spec.direction not in ("min", "max"):
-            raise ConfigError(f"best_metric.direction='{spec.direction}'; use min or max")
         value = float(metrics[spec.name])
         better = (
             self.best_value is None

@@ -30,6 +30,21 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device={name} is not a device; use cpu, cuda, cuda:N or auto") from None
 
 
+def check_loop_config(cfg: Any) -> None:
+    """Fail at start-up, not after an epoch, on loop settings that cannot work."""
+    optim = cfg.optim
+    if int(optim.grad_accumulation) < 1:
+        raise ConfigError(f"optim.grad_accumulation={optim.grad_accumulation}; it must be >= 1")
+    if optim.accumulation_remainder not in ("drop", "step"):
+        raise ConfigError(
+            f"optim.accumulation_remainder='{optim.accumulation_remainder}'; use drop or step"
+        )
+    if optim.updates_per_epoch is not None and int(optim.updates_per_epoch) < 1:
+        raise ConfigError(f"optim.updates_per_epoch={optim.updates_per_epoch}; use null or >= 1")
+    if cfg.best_metric.direction not in ("min", "max"):
+        raise ConfigError(f"best_metric.direction='{cfg.best_metric.direction}'; use min or max")
+
+
 def apply_torch_settings(cfg: Any) -> None:
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
@@ -44,6 +59,8 @@ def apply_torch_settings(cfg: Any) -> None:
 
 def per_rank_batch_size(batch_size: int) -> int:
     """`dataset.batch_size` is global: each rank takes its share, which must be whole."""
+    if batch_size < 1:
+        raise ConfigError(f"dataset.batch_size={batch_size}; it must be a positive number of items")
     world = distrib.world_size()
     if batch_size % world:
         raise ConfigError(
@@ -71,6 +88,8 @@ def batch_size_of(batch: Any) -> int:
     """Items in a batch: the leading size of its first tensor (1 if it holds none)."""
     if isinstance(batch, torch.Tensor):
         return batch.shape[0] if batch.ndim else 1
+    if hasattr(batch, "__len__") and not isinstance(batch, (Mapping, list, tuple, str)):
+        return len(batch)  # a batch class that knows its size (e.g. AudioBatch)
     if isinstance(batch, Mapping):
         batch = list(batch.values())
     if isinstance(batch, (list, tuple)):

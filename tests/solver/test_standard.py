@@ -157,3 +157,15 @@ def test_compile_trains_and_checkpoints_plain_keys(tmp_path: Path) -> None:
 
     plain = RegressionNet(16, 64, 0.1)
     plain.load_state_dict(exported_weights(tmp_path, "last"))
+
+
+def test_an_epoch_without_updates_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="an epoch has no update: 0 training batch"):
+        solver(tmp_path, "dataset.batch_size=512")  # 256 items, drop_last
+
+
+def test_two_xps_in_one_process_keep_their_logs_apart(tmp_path: Path) -> None:
+    solver(tmp_path / "a", "optim.epochs=1").run()
+    solver(tmp_path / "b", "optim.epochs=1").run()
+    first = (tmp_path / "a" / "solver.log").read_text()
+    assert first.count("Train | epoch 1") == 1
