@@ -93,6 +93,16 @@ def all_reduce_sum(values: Iterable[float]) -> list[float]:
     return tensor.cpu().tolist()
 
 
+def all_reduce_max(values: Iterable[float]) -> list[float]:
+    """Element-wise max across ranks (e.g. "did any rank get a stop signal?")."""
+    values = list(values)
+    if not is_distributed() or not values:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=_reduce_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.cpu().tolist()
+
+
 def average_metrics(metrics: Mapping[str, float], count: float = 1.0) -> dict[str, float]:
     """Average a metrics dict over ranks, each rank weighted by `count` (e.g. its sample count).
 
@@ -108,12 +118,20 @@ def average_metrics(metrics: Mapping[str, float], count: float = 1.0) -> dict[st
     return {k: s / total for k, s in zip(keys, sums[:-1], strict=False)}
 
 
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (a one-element list on a single process)."""
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def check_same_on_all_ranks(value: Any, what: str) -> None:
     """Raise on every rank when ranks disagree on `value` (guards against collective deadlocks)."""
     if not is_distributed():
         return
-    gathered: list[Any] = [None] * world_size()
-    dist.all_gather_object(gathered, value)
+    gathered = all_gather_object(value)
     if any(other != gathered[0] for other in gathered):
         raise RuntimeError(f"ranks disagree on {what}: {gathered}")
 

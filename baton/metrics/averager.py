@@ -41,13 +41,41 @@ class Averager:
 
     def result(self) -> dict[str, float]:
         """Means over all ranks, each metric weighted by its own count. Collective."""
+        reduced = self.reduced_state()
+        return {k: total / reduced["counts"][k] for k, total in reduced["sums"].items()}
+
+    def reduced_state(self) -> dict[str, Any]:
+        """The state summed over all ranks. Collective."""
         keys = sorted(self._sums)
         distrib.check_same_on_all_ranks(keys, "metric names")
         totals = distrib.all_reduce_sum(
             [float(self._sums[k]) for k in keys] + [self._counts[k] for k in keys]
         )
         n = len(keys)
-        return {k: totals[i] / totals[n + i] for i, k in enumerate(keys)}
+        return {"sums": dict(zip(keys, totals[:n], strict=True)),
+                "counts": dict(zip(keys, totals[n:], strict=True))}
+
+    def rank_states(self) -> list[dict[str, Any]]:
+        """Every rank's own state, in rank order (collective): what a checkpoint keeps mid-stage.
+
+        Each rank resumes with its own sums, so the reduced mean is bit-for-bit that of an
+        uninterrupted run (float addition is not associative: pre-summing would change it).
+        """
+        return distrib.all_gather_object(self.state_dict())
+
+    @classmethod
+    def from_rank_states(cls, states: list[dict[str, Any]]) -> Averager:
+        """This rank's Averager from `rank_states()`; after a change of world size, rank 0
+        takes everything and the others start empty (same mean, up to rounding)."""
+        average = cls()
+        rank, world = distrib.rank(), distrib.world_size()
+        if len(states) == world:
+            average.load_state_dict(states[rank])
+        elif rank == 0:
+            for state in states:
+                for key, total in state["sums"].items():
+                    average.update({key: total / state["counts"][key]}, count=state["counts"][key])
+        return average
 
     def state_dict(self) -> dict[str, Any]:
         return {"sums": {k: float(v) for k, v in self._sums.items()}, "counts": dict(self._counts)}

@@ -51,6 +51,9 @@ from .stage import Stage
 
 logger = logging.getLogger("baton.solver")
 
+# Under DDP, updates between agreements on stop signals and timed checkpoints (see _stop_or_save).
+AGREE_EVERY = 10
+
 
 class BaseSolver:
     """Owns one training job: its config, folder, state and loop.
@@ -102,7 +105,7 @@ class BaseSolver:
         self._epoch_results: dict[str, dict[str, float]] = {}
         self._train_done = 0
         self._stage_metrics = Averager()
-        self._restored_stage_metrics: dict[str, Any] | None = None
+        self._restored_stage_metrics: list[dict[str, Any]] | None = None
         self._train_stream: BatchStream | None = None
         self._last_save = time.monotonic()
         self._stop = StopSignal()
@@ -200,11 +203,15 @@ class BaseSolver:
             while self.epoch <= int(self.cfg.optim.epochs):
                 self.run_epoch()
                 self.commit()
-                if self._stop.received is not None:  # came during valid/evaluate/generate
+                stop = self._stop.received  # came during valid/evaluate/generate
+                if distrib.is_distributed():
+                    stop = int(distrib.all_reduce_max([float(stop or 0)])[0]) or None
+                if stop is not None:
                     self.checkpoints.wait()
-                    raise Interrupted(self._stop.received)
+                    raise Interrupted(stop)
         except Interrupted as stop:
-            logger.info("stopped by signal %d during epoch %d, checkpoint saved; run again to resume", stop.signum, self.epoch)
+            saved = "checkpoint saved; run again to resume" if self.cfg.checkpoint.save else "checkpoint.save=false: nothing saved"
+            logger.info("stopped by signal %d during epoch %d, %s", stop.signum, self.epoch, saved)
             raise
         finally:
             self._stop.uninstall()
@@ -231,7 +238,7 @@ class BaseSolver:
             module.train(stage is Stage.TRAIN)
         self._stage_metrics = Averager()
         if self._restored_stage_metrics is not None and stage is Stage.TRAIN:
-            self._stage_metrics.load_state_dict(self._restored_stage_metrics)
+            self._stage_metrics = Averager.from_rank_states(self._restored_stage_metrics)
             self._restored_stage_metrics = None
         self.on_stage_start(stage)
         start = time.monotonic()
@@ -339,12 +346,33 @@ class BaseSolver:
             if self._profiled_updates >= int(spec.wait) + int(spec.warmup) + int(spec.active):
                 self._profiler.stop()  # the trace handler has written the active window
                 self._profiler = None
-        if self._stop.received is not None:
+        stop, save = self._stop_or_save()
+        if stop is not None:
             self.save_checkpoint(end_of_epoch=False)
             self.checkpoints.wait()
-            raise Interrupted(self._stop.received)
-        if self._mid_epoch_checkpoint_due():
+            raise Interrupted(stop)
+        if save:
             self.save_checkpoint(end_of_epoch=False)
+
+    def _stop_or_save(self) -> tuple[int | None, bool]:
+        """After an update: the stop signal to obey (or None), and whether to save now.
+
+        Every rank must decide alike, or one would save or stop alone while the others wait in a
+        collective. Saves every N updates agree by construction; a signal or a timed save is
+        agreed every AGREE_EVERY updates under DDP (an all-reduce per update would cost a
+        device sync per update).
+        """
+        save = bool(self._save_every_updates) and self.update % self._save_every_updates == 0
+        timed = bool(self._save_every_seconds) and (
+            time.monotonic() - self._last_save >= self._save_every_seconds
+        )
+        signal_number = self._stop.received
+        if distrib.is_distributed():
+            if self.update % AGREE_EVERY:
+                return None, save
+            got, due = distrib.all_reduce_max([float(signal_number or 0), float(timed)])
+            signal_number, timed = (int(got) or None), due > 0
+        return signal_number, save or timed
 
     def _start_profiler(self) -> None:
         """Profile a few updates of the first train stage of this process (`profiler.*`)."""
@@ -363,12 +391,6 @@ class BaseSolver:
         )
         self._profiler.start()
         logger.info("profiling %d updates into %s", int(spec.active), self.folder / "profiler")
-
-    def _mid_epoch_checkpoint_due(self) -> bool:
-        if self._save_every_updates and self.update % self._save_every_updates == 0:
-            return True
-        seconds = self._save_every_seconds
-        return bool(seconds) and time.monotonic() - self._last_save >= seconds
 
     def loader_batches(self, loader: Any, max_items: int | None = None) -> Iterator[tuple[int, Any]]:
         """One deterministic pass over an evaluation loader (valid, evaluate), capped at `max_items`."""
@@ -459,7 +481,7 @@ class BaseSolver:
                 "best_value": self.best_value,
                 "epoch_results": self._epoch_results,
                 "train_done": self._train_done,
-                "stage_metrics": self._stage_metrics.state_dict() if self._train_done else None,
+                "stage_metrics": self._stage_metrics.rank_states() if self._train_done else None,
                 "train_stream": stream,
                 "rng": capture_rng(),
             },
@@ -477,16 +499,19 @@ class BaseSolver:
         self.best_value = loop["best_value"]
         self._epoch_results = loop["epoch_results"]
         self._train_done = loop["train_done"]
-        self._restored_stage_metrics = loop["stage_metrics"]
+        self._restored_stage_metrics = loop["stage_metrics"]  # every rank's, see Averager
         if loop["train_stream"] is not None:
             self._train_batches_stream().load_state_dict(loop["train_stream"])
         restore_rng(loop["rng"])
 
     def save_checkpoint(self, *, end_of_epoch: bool) -> None:
+        """Collective when distributed (the stage metrics are reduced); rank 0 writes."""
         self._last_save = time.monotonic()
-        if not self.cfg.checkpoint.save or not distrib.is_rank_zero():
+        if not self.cfg.checkpoint.save:
             return
-        self.checkpoints.save(self.state_dict(), self.epoch - 1, end_of_epoch=end_of_epoch)
+        state = self.state_dict()
+        if distrib.is_rank_zero():
+            self.checkpoints.save(state, self.epoch - 1, end_of_epoch=end_of_epoch)
 
     def restore(self) -> bool:
         """Load the XP's newest usable checkpoint. Returns False when starting afresh."""

@@ -22,3 +22,15 @@ def test_state_round_trip() -> None:
     other.load_state_dict(average.state_dict())
     other.update({"loss": 6.0}, count=1)
     assert other.result() == {"loss": 3.0}
+
+
+def test_rank_states_round_trip_and_world_size_change() -> None:
+    average = Averager()
+    average.update({"loss": 1.0}, count=2)
+    states = average.rank_states()  # one process: a list of one
+    assert Averager.from_rank_states(states).result() == {"loss": 1.0}
+    # Saved by two ranks, resumed on one: rank 0 takes both ranks' sums.
+    other = Averager()
+    other.update({"loss": 4.0}, count=1)
+    merged = Averager.from_rank_states(states + other.rank_states())
+    assert merged.result() == {"loss": (2 * 1.0 + 4.0) / 3}

@@ -4,35 +4,24 @@ one set of files written by rank 0, per-rank worker logs."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel
 
-from baton.tasks.example import ExampleSolver
 from tests.helpers import example_config
+from tests.solver.ddp_example import DDPExample
 
 WORLD = 2
-
-
-class DDPExample(ExampleSolver):
-    """The example task with its model wrapped in DDP, counting gradient all-reduces."""
-
-    def build_model(self) -> None:
-        super().build_model()
-        self.reductions = 0
-
-        def count(state, bucket):  # type: ignore[no-untyped-def]  (DDP checks real annotations)
-            self.reductions += 1
-            work = dist.all_reduce(bucket.buffer().div_(WORLD), async_op=True)
-            return work.get_future().then(lambda fut: fut.value()[0])
-
-        self.model = DistributedDataParallel(self.model)
-        self.model.register_comm_hook(None, count)
-        self.stepper.modules = [self.model]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def worker(rank: int, folder: str) -> None:
@@ -66,3 +55,53 @@ def test_two_ranks_train_in_lockstep(tmp_path: Path) -> None:
 
     for source in ("last", "best", "ema"):
         RegressionNet(16, 64, 0.1).load_state_dict(exported_weights(xp, source))
+
+
+def launch_ranks(folder: Path, overrides: list[str], port: int) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for rank in range(WORLD):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "tests.solver.ddp_worker", str(folder), *overrides],
+                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    return procs
+
+
+def finish(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    codes = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        codes.append(proc.returncode)
+        assert proc.returncode in (0, 128 + signal.SIGTERM), out.decode()[-3000:]
+    return codes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_on_one_rank_stops_all_and_resumes_bit_exact(tmp_path: Path) -> None:
+    """SLURM may signal one task first: all ranks must stop at the same update, save once, and
+    the resumed run must equal an uninterrupted one (weights and reduced metrics alike)."""
+    overrides = ["optim.epochs=2", "optim.grad_accumulation=2", "task.num_train=96000",
+                 "checkpoint.every_updates=20", "logging.tensorboard=false", "num_threads=1"]
+    assert finish(launch_ranks(tmp_path / "straight", overrides, free_port())) == [0, 0]
+
+    folder = tmp_path / "stopped"
+    procs = launch_ranks(folder, overrides, free_port())
+    deadline = time.monotonic() + 120
+    while not (folder / "checkpoint.th").exists():
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+        time.sleep(0.01)
+    procs[1].send_signal(signal.SIGTERM)
+    assert finish(procs) == [128 + signal.SIGTERM] * 2
+    assert finish(launch_ranks(folder, overrides, free_port())) == [0, 0]
+
+    straight = torch.load(tmp_path / "straight" / "checkpoint.th", weights_only=False)["state"]
+    resumed = torch.load(folder / "checkpoint.th", weights_only=False)["state"]
+    for key, value in straight["registered"]["model"].items():
+        assert torch.equal(value, resumed["registered"]["model"][key]), key
+    assert (folder / "history.jsonl").read_bytes() == (tmp_path / "straight" / "history.jsonl").read_bytes()
