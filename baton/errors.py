@@ -21,3 +21,11 @@ class CheckpointError(UserError):
 
 class DataError(UserError):
     """An audio file or manifest line cannot be used."""
+
+
+def yaml_error_line(exc: Exception) -> str:
+    """'invalid YAML in FILE line N: problem' from a yaml error, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{mark.name} line {mark.line + 1}" if mark is not None else "a config file"
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    return f"invalid YAML in {where}: {problem}; fix the file"

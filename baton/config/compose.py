@@ -17,7 +17,7 @@ from baton.config.overrides import Override, dedupe, parse_overrides
 from baton.config.reference import resolve_references
 from baton.config.search import config_dirs, find_config_file, group_options
 from baton.config.suggest import did_you_mean
-from baton.errors import ConfigError
+from baton.errors import ConfigError, yaml_error_line
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -110,6 +110,7 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
 
 
 def _hydra_compose(dirs: Sequence[Path], overrides: Sequence[str]) -> tuple[DictConfig, dict[str, str | None]]:
+    import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -126,6 +127,8 @@ def _hydra_compose(dirs: Sequence[Path], overrides: Sequence[str]) -> tuple[Dict
             cfg = hydra_compose(ROOT_CONFIG, overrides=[*overrides, *extra], return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_one_line(exc)) from None
+    except yaml.YAMLError as exc:  # a user's config file that is not valid YAML
+        raise ConfigError(yaml_error_line(exc)) from None
     choices = {
         str(k): (None if v is None else str(v))
         for k, v in cfg.hydra.runtime.choices.items()

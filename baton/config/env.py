@@ -20,7 +20,7 @@ from typing import Any
 
 from baton.config.search import config_dirs
 from baton.config.suggest import did_you_mean
-from baton.errors import ConfigError
+from baton.errors import ConfigError, yaml_error_line
 
 DEFAULT_XP_ROOT = "./outputs"
 _TEAM_KEYS = ("hostnames", "clusters")
@@ -132,11 +132,14 @@ def _team_file(dirs: Sequence[Path]) -> tuple[str, Path]:
 
 
 def _load_team_file(path: Path) -> dict[str, Any]:
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_error_line(exc)) from None
     except (OmegaConfBaseException, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise ConfigError(f"cannot read team file {path}: {reason}") from None

@@ -393,7 +393,8 @@ class BaseSolver:
         logger.info("profiling %d updates into %s", int(spec.active), self.folder / "profiler")
 
     def loader_batches(self, loader: Any, max_items: int | None = None) -> Iterator[tuple[int, Any]]:
-        """One deterministic pass over an evaluation loader (valid, evaluate), capped at `max_items`."""
+        """One deterministic pass over an evaluation loader (valid, evaluate), stopping after the
+        batch that reaches `max_items` items over all ranks."""
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(0)
         sampler: Any = getattr(loader, "sampler", None)
@@ -401,6 +402,8 @@ class BaseSolver:
             sampler.set_epoch(0)
         if getattr(loader, "generator", None) is not None:
             loader.generator.manual_seed(int(self.cfg.seed))
+        # The cap is global: each rank takes its share, and stops after the batch that reaches it.
+        cap = None if max_items is None else -(-int(max_items) // distrib.world_size())
         seen = 0
         total = len(loader) if hasattr(loader, "__len__") else None
         progress = self.result_logger.progress(
@@ -410,11 +413,11 @@ class BaseSolver:
         )
         try:
             for idx, batch in enumerate(loader):
-                if max_items is not None and seen >= max_items:
-                    break
-                seen += batch_size_of(batch)
                 yield idx, batch
                 progress.advance()
+                seen += batch_size_of(batch)
+                if cap is not None and seen >= cap:
+                    break
         finally:
             progress.close()
 

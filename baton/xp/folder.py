@@ -40,7 +40,7 @@ class XPFolder:
         return (self.path / ARGV).is_file()
 
     def argv(self) -> list[str]:
-        return json.loads((self.path / ARGV).read_text())
+        return read_json(self.path / ARGV)
 
     def write_argv(self, overrides: Sequence[str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,12 @@ class XPFolder:
         from omegaconf import OmegaConf
 
         path = self.path / CONFIG
-        return OmegaConf.load(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return OmegaConf.load(path)
+        except Exception as exc:  # yaml and OmegaConf raise several types for a damaged file
+            raise UserError(f"{path} is corrupt ({_first_line(exc)}); restore it or delete the XP folder") from None
 
     def history(self) -> list[dict[str, dict[str, float]]]:
         """One entry per finished epoch (stage -> metrics). A torn last line is ignored."""
@@ -73,10 +78,26 @@ class XPFolder:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
+    """Write via a temporary file, fsync and rename: a reader (or a crash) never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of an XP folder; a damaged one is a one-line UserError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is corrupt ({exc}); restore it or delete the XP folder") from None
 
 
 def xps_dir(root: str | Path) -> Path:

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from baton.config.signature import format_delta
+from baton.errors import UserError
 from baton.xp.folder import ARGV, HISTORY, XPFolder, write_text_atomic
 from baton.xp.lock import HEARTBEAT, HEARTBEAT_SECONDS, heartbeat_age, read_owner
 
 NEW, RUNNING, DONE, KILLED, FAILED = "new", "running", "done", "killed", "failed"
+CORRUPT = "corrupt"  # an XP file cannot be read; shown by ls/info, never written
 EXIT = ".exit.json"
 DELTA = ".delta.json"
 STALE_AFTER = 6 * HEARTBEAT_SECONDS
@@ -109,6 +111,16 @@ class Summary:
 
 
 def summarize(folder: XPFolder) -> Summary:
+    """What `ls` and `info` show of an XP; a damaged folder shows as `corrupt`, naming the file."""
+    try:
+        return _summarize(folder)
+    except UserError as exc:
+        return Summary(sig=folder.sig, folder=folder.path, status=CORRUPT, epoch=0, delta_text="?",
+                       history=[], best=None, best_key="", age=time.time() - _last_activity(folder.path),
+                       message=str(exc))
+
+
+def _summarize(folder: XPFolder) -> Summary:
     history = folder.history()
     cfg = folder.config()
     best_cfg = cfg.best_metric if cfg is not None and "best_metric" in cfg else None

@@ -169,3 +169,10 @@ def test_two_xps_in_one_process_keep_their_logs_apart(tmp_path: Path) -> None:
     solver(tmp_path / "b", "optim.epochs=1").run()
     first = (tmp_path / "a" / "solver.log").read_text()
     assert first.count("Train | epoch 1") == 1
+
+
+def test_valid_cap_counts_items_and_stops_after_reaching_it(tmp_path: Path) -> None:
+    s = solver(tmp_path)  # valid: 64 items in batches of 32
+    assert len(list(s.loader_batches(s.dataloaders["valid"], 40))) == 2
+    assert len(list(s.loader_batches(s.dataloaders["valid"], 32))) == 1
+    assert len(list(s.loader_batches(s.dataloaders["valid"]))) == 2

@@ -46,4 +46,5 @@ def format_time(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
-STATUS_STYLE = {"running": "cyan", "done": "green", "failed": "red", "killed": "yellow", "new": "dim"}
+STATUS_STYLE = {"running": "cyan", "done": "green", "failed": "red", "killed": "yellow", "new": "dim",
+                "corrupt": "bold red"}

@@ -38,7 +38,8 @@ def main(args: argparse.Namespace) -> int:
         table.add_column(name, justify="right" if name in ("epoch", "best", "age") else "left")
     for s in sorted(summaries, key=lambda s: -s.age):
         best = f"{s.best_key} {format_number(s.best)}" if s.best is not None else ""
-        style = STATUS_STYLE.get(s.status, "")
-        table.add_row(s.sig, s.delta_text, f"[{style}]{s.status}[/]", str(s.epoch), best, format_age(s.age))
+        style = STATUS_STYLE.get(s.status)
+        status = f"[{style}]{s.status}[/]" if style else s.status
+        table.add_row(s.sig, s.delta_text, status, str(s.epoch), best, format_age(s.age))
     out.print(table)
     return 0
