@@ -69,9 +69,25 @@ def signature(delta: Iterable[tuple[str, Any]]) -> str:
     JSON writes floats with their shortest round-trip repr and keys sorted, so the result is the
     same in every process and Python version (a golden test pins it).
     """
-    items = sorted(([key, value] for key, value in delta), key=lambda item: item[0])
+    items = sorted(([key, _canonical(value)] for key, value in delta), key=lambda item: item[0])
     text = json.dumps(items, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+def _canonical(value: Any) -> Any:
+    """Numbers by value: an integral float is written as the int (`1.0` -> `1`), in lists too.
+
+    Overrides of keys with a typed default are coerced to its type before this; keys whose
+    default is null (`optim.max_norm`) or a list (`optim.betas`) get no type, and `1` and `1.0`
+    must still sign alike.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
 
 
 def format_delta(delta: Iterable[tuple[str, Any]]) -> str:

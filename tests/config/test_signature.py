@@ -76,3 +76,11 @@ def test_golden_signatures():
 @pytest.mark.parametrize("excluded", ["xp.root=/elsewhere", "checkpoint.keep_last=5", "num_threads=2"])
 def test_more_excluded_keys(excluded: str):
     assert sig("solver=example", excluded) == sig("solver=example")
+
+
+def test_integral_floats_sign_like_ints_where_the_default_gives_no_type():
+    # optim.max_norm defaults to null and optim.betas is a list: no type to coerce to.
+    assert sig("solver=example", "optim.max_norm=1") == sig("solver=example", "optim.max_norm=1.0")
+    assert sig("solver=example", "optim.updates_per_epoch=10") == sig("solver=example", "optim.updates_per_epoch=10.0")
+    assert sig("solver=example", "optim.betas=[0.9,1]") == sig("solver=example", "optim.betas=[0.9,1.0]")
+    assert sig("solver=example", "optim.max_norm=1") != sig("solver=example", "optim.max_norm=1.5")
