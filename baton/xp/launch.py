@@ -90,19 +90,31 @@ def run_xp(xp: Composition, *, clear: bool = False, argv: Sequence[str] = ()) ->
     cls = solver_class(xp.cfg)
     distrib.init()
     if not distrib.is_rank_zero():
-        # Rank 0 owns the folder's files; other ranks only train.
+        # Rank 0 owns the folder's files; the others wait until it holds the lock and has
+        # cleared/initialised the folder (or was refused), then only train.
+        refusal = distrib.broadcast_object(None)
+        if refusal is not None:
+            raise UserError(refusal)
         cls(xp.cfg).run()
         return st.DONE
     folder = XPFolder(xp.folder)
-    with XPLock(folder.path), Heartbeat(folder.path):
-        if clear:
-            clear_folder(folder.path)
-        init_xp(xp)
-        folder.write_config(xp.cfg)
-        with open(folder.path / ENV_LOG, "a") as handle:
-            handle.write(describe(argv or xp.overrides, xp.config_dirs))
-        st.clear_exit(folder)
-        return _run_solver(cls, xp, folder)
+    released = False
+    try:
+        with XPLock(folder.path), Heartbeat(folder.path):
+            if clear:
+                clear_folder(folder.path)
+            init_xp(xp)
+            folder.write_config(xp.cfg)
+            with open(folder.path / ENV_LOG, "a") as handle:
+                handle.write(describe(argv or xp.overrides, xp.config_dirs))
+            st.clear_exit(folder)
+            released = True
+            distrib.broadcast_object(None)
+            return _run_solver(cls, xp, folder)
+    except BaseException as exc:
+        if not released:  # the other ranks are waiting for rank 0's word: never leave them hanging
+            distrib.broadcast_object(f"rank 0 could not start XP {xp.sig}: {exc}")
+        raise
 
 
 def _run_solver(cls: type, xp: Composition, folder: XPFolder) -> str:
