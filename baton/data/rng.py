@@ -25,10 +25,6 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, epoch, index))
 
 
-def sample_numpy_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(derive_seed(seed, epoch, index))
-
-
 def seed_worker(worker_id: int) -> None:
     """DataLoader `worker_init_fn`: seed python and numpy from torch's per-worker seed.
 

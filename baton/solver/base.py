@@ -10,7 +10,8 @@ The loop, top to bottom (`run`):
         generate   every generate.every epochs and at the last one, with the best state
         commit     history, best state, checkpoint
 
-Subclasses provide the stages (see StandardSolver and Brain). Everything that shapes the
+Subclasses provide the stages (StandardSolver today; the Brain and config-driven solvers are
+to be built on this same loop). Everything that shapes the
 future of training is in the checkpoint, including RNG states and the position in the data,
 so an XP killed at any update and run again ends with the same weights as one never stopped.
 """

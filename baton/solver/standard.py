@@ -2,8 +2,8 @@
 
 A task subclasses it and writes five methods:
 
-    build_model()        models, optimizers (through make_stepper), register_* calls
     build_dataloaders()  self.dataloaders['train' | 'valid' | 'evaluate' | 'generate']
+    build_model()        models, optimizers (through make_stepper), register_* calls
     run_step(idx, batch, metrics) -> metrics
                          one batch of train or valid; call `self.stepper.step(loss)` when
                          `self.is_training`
@@ -26,8 +26,9 @@ from .stage import Stage
 
 class StandardSolver(BaseSolver):
     def build(self) -> None:
-        self.build_model()
+        # Data first: LR schedules need the number of updates, which comes from the loaders.
         self.build_dataloaders()
+        self.build_model()
 
     def build_model(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement build_model")

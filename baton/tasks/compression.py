@@ -8,7 +8,7 @@ output's scale free. Together they converge quickly, which a short CPU run needs
 
 `evaluate` reports SI-SNR and mel distance on the test split at each configured number of
 codebooks (`evaluate.n_q`, i.e. bandwidth); `generate` writes original and reconstructed WAVs
-under samples/<epoch>/. The adversarial term joins in the GAN task, through config-driven steps.
+under samples/<epoch>/. An adversarial term is not part of this task yet (it needs config-driven steps, a later issue).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class CompressionSolver(StandardSolver):
 
     def build_model(self) -> None:
         self.model = build_compression_model(self.cfg.model).to(self.device)
-        self.build_dataloaders()  # the LR schedule needs the number of updates
         optimizer = build_optimizer(self.model, self.cfg.optim)
         scheduler = build_lr_scheduler(optimizer, self.cfg.schedule, self.total_updates)
         self.stepper = self.make_stepper(optimizer, scheduler, self.model)
@@ -63,8 +62,6 @@ class CompressionSolver(StandardSolver):
         )
 
     def build_dataloaders(self) -> None:
-        if self.dataloaders:
-            return
         data, seed = self.cfg.dataset, int(self.cfg.seed)
         batch_size = per_rank_batch_size(int(data.batch_size))
         for split in SPLITS:

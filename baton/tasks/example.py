@@ -50,7 +50,6 @@ class ExampleSolver(StandardSolver):
         cfg = self.cfg
         self.model = RegressionNet(cfg.task.dim, cfg.task.hidden, cfg.task.dropout).to(self.device)
         optimizer = build_optimizer(self.model, cfg.optim)
-        self.build_dataloaders()  # the LR schedule needs the number of updates per epoch
         scheduler = build_lr_scheduler(optimizer, cfg.schedule, self.total_updates)
         self.stepper = self.make_stepper(optimizer, scheduler, self.model)
         self.register_stateful("model", "stepper")
@@ -58,8 +57,6 @@ class ExampleSolver(StandardSolver):
         self.register_ema("model")
 
     def build_dataloaders(self) -> None:
-        if self.dataloaders:
-            return
         task, data = self.cfg.task, self.cfg.dataset
         batch_size = per_rank_batch_size(int(data.batch_size))
         splits = {"train": (task.num_train, 0), "valid": (task.num_valid, 1), "evaluate": (task.num_valid, 2)}

@@ -69,10 +69,12 @@ def test_state_round_trip() -> None:
     for _ in range(3):
         stepper.step(model(torch.randn(2, 3)).sum())
     state = stepper.state_dict()
-    other = GradientStepper(torch.optim.Adam(model.parameters()),
-                            torch.optim.lr_scheduler.LambdaLR(optimizer, lambda u: 1 / (u + 1)),
+    other_optimizer = torch.optim.Adam(linear().parameters())
+    other = GradientStepper(other_optimizer,
+                            torch.optim.lr_scheduler.LambdaLR(other_optimizer, lambda u: 1 / (u + 1)),
                             scaler=torch.amp.GradScaler("cpu"))
     other.load_state_dict(state)
     assert other.scheduler.last_epoch == 3
+    assert other_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"] == 1e-3 / 4
     assert other.scaler.get_scale() == stepper.scaler.get_scale()
     assert torch.equal(other.optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
