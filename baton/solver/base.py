@@ -31,6 +31,7 @@ from torch import nn
 
 from .. import distrib
 from ..checkpoint import CheckpointManager
+from ..data.rng import derive_seed
 from ..data.stream import BatchStream
 from ..errors import ConfigError
 from ..logging import ResultLogger
@@ -117,6 +118,9 @@ class BaseSolver:
         except BaseException:
             self.result_logger.close()  # no handler left writing into this XP's log
             raise
+        # Built from the shared seed (the same initial weights everywhere); trained from one
+        # stream per rank, so ranks do not draw the same dropout masks.
+        seed_everything(derive_seed(int(cfg.seed), distrib.rank()))
         if cfg.compile:
             for name in self._modules():
                 self.stateful.get(name).compile()
@@ -487,7 +491,7 @@ class BaseSolver:
                 "train_done": self._train_done,
                 "stage_metrics": self._stage_metrics.rank_states() if self._train_done else None,
                 "train_stream": stream,
-                "rng": capture_rng(),
+                "rng": distrib.all_gather_object(capture_rng()),  # every rank's stream
             },
         }
 
@@ -506,7 +510,15 @@ class BaseSolver:
         self._restored_stage_metrics = loop["stage_metrics"]  # every rank's, see Averager
         if loop["train_stream"] is not None:
             self._train_batches_stream().load_state_dict(loop["train_stream"])
-        restore_rng(loop["rng"])
+        streams = loop["rng"]
+        if len(streams) == distrib.world_size():
+            restore_rng(streams[distrib.rank()])
+        else:
+            logger.warning(
+                "checkpoint from %d rank(s), running on %d: training RNG reseeded, so this resume "
+                "is not bit-exact", len(streams), distrib.world_size(),
+            )
+            seed_everything(derive_seed(int(self.cfg.seed), distrib.rank(), self.update))
 
     def save_checkpoint(self, *, end_of_epoch: bool) -> None:
         """Collective when distributed (the stage metrics are reduced); rank 0 writes."""

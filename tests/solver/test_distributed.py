@@ -30,9 +30,12 @@ def worker(rank: int, folder: str) -> None:
         cfg = example_config(Path(folder) / "xp", "optim.epochs=2", "optim.grad_accumulation=2",
                              "task.num_train=256", "logging.tensorboard=false")
         solver = DDPExample(cfg)
+        state = torch.get_rng_state()
+        draw = torch.rand(4)  # what dropout would draw first on this rank
+        torch.set_rng_state(state)
         history = solver.run()
         torch.save({"weights": solver.model.module.state_dict(), "reductions": solver.reductions,
-                    "updates": solver.update, "history": history}, f"{folder}/rank{rank}.th")
+                    "updates": solver.update, "history": history, "draw": draw}, f"{folder}/rank{rank}.th")
     finally:
         dist.destroy_process_group()
 
@@ -47,6 +50,7 @@ def test_two_ranks_train_in_lockstep(tmp_path: Path) -> None:
     for key, value in first["weights"].items():
         assert torch.equal(value, second["weights"][key]), key
     assert first["history"] == second["history"]  # metrics are reduced over both ranks
+    assert not torch.equal(first["draw"], second["draw"])  # each rank its own dropout masks
     xp = tmp_path / "xp"
     assert (xp / "solver.log").exists() and (xp / "worker_1.log").exists()
     # Plain keys in the checkpoint: it resumes and exports without the DDP wrapper.
