@@ -55,6 +55,11 @@ class GradientStepper:
     def last_micro_batch(self) -> bool:
         return self.micro + 1 >= self.group_size
 
+    @property
+    def wraps_ddp(self) -> bool:
+        """Whether `micro_batch()` has any gradient sync to hold back."""
+        return any(isinstance(module, DistributedDataParallel) for module in self.modules)
+
     @contextlib.contextmanager
     def micro_batch(self) -> Iterator[None]:
         """Hold one micro-batch's forward and backward: no DDP gradient sync unless it is the last."""

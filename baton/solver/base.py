@@ -315,6 +315,7 @@ class BaseSolver:
         )
         self._start_profiler()
         steppers = self._steppers()
+        ddp_steppers = [stepper for stepper in steppers if stepper.wraps_ddp]
         try:
             for update in range(self._train_done, num_updates):
                 size = accumulation
@@ -324,10 +325,13 @@ class BaseSolver:
                     stepper.start_group(size)
                 for micro in range(size):
                     batch = stream.next()
+                    if size == 1 or not ddp_steppers:
+                        yield update * accumulation + micro, batch
+                        continue
                     # The caller's forward and backward run inside these contexts (the generator
                     # is suspended within them), which DDP's no_sync needs.
                     with contextlib.ExitStack() as accumulating:
-                        for stepper in steppers:
+                        for stepper in ddp_steppers:
                             accumulating.enter_context(stepper.micro_batch())
                         yield update * accumulation + micro, batch
                 self._after_update()
