@@ -85,21 +85,20 @@ def _reduce_device() -> torch.device:
 
 def all_reduce_sum(values: Iterable[float]) -> list[float]:
     """Sum a list of floats across ranks in one collective (float64, so counts stay exact)."""
-    values = list(values)
-    if not is_distributed() or not values:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=_reduce_device())
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.cpu().tolist()
+    return _all_reduce(values, "SUM")
 
 
 def all_reduce_max(values: Iterable[float]) -> list[float]:
     """Element-wise max across ranks (e.g. "did any rank get a stop signal?")."""
+    return _all_reduce(values, "MAX")
+
+
+def _all_reduce(values: Iterable[float], op: str) -> list[float]:
     values = list(values)
     if not is_distributed() or not values:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=_reduce_device())
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
     return tensor.cpu().tolist()
 
 

@@ -8,21 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.config.conftest import ENV_VARS
+from tests.config.conftest import clean_env  # noqa: F401  (autouse: every xp test starts clean)
 
 REPO = Path(__file__).resolve().parents[2]
 # Tiny and quick: the example task on a handful of samples.
 QUICK = ["solver=example", "task.num_train=64", "task.num_valid=16", "dataset.batch_size=16"]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Every test starts from an unconfigured environment with its XP root in tmp_path."""
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    root = tmp_path / "xp_root"
-    monkeypatch.setenv("BATON_XP_DIR", str(root))
-    return root
 
 
 def baton_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, **kwargs):
