@@ -39,7 +39,14 @@ from ..metrics.averager import Averager
 from ..optim.amp import autocast, make_grad_scaler
 from ..optim.ema import ModuleEMA
 from ..optim.stepper import GradientStepper
-from ..state import StateRegistry, capture_rng, copy_state, restore_rng, seed_everything
+from ..state import (
+    StateRegistry,
+    capture_rng,
+    copy_state,
+    restore_rng,
+    seed_everything,
+    unwrap,
+)
 from .runtime import (
     Interrupted,
     StopSignal,
@@ -157,7 +164,7 @@ class BaseSolver:
         ema_cfg = self.cfg.optim.ema
         if not ema_cfg.use:
             return
-        modules = {name: self._unwrap(getattr(self, name)) for name in names}
+        modules = {name: unwrap(getattr(self, name)) for name in names}
         self.ema = ModuleEMA(modules, float(ema_cfg.decay), ema_cfg.device)
 
     # ----------------------------------------------------------------- conveniences
@@ -187,10 +194,6 @@ class BaseSolver:
     def total_updates(self) -> int:
         """Updates in the whole run, for LR schedules."""
         return int(self.cfg.optim.epochs) * self.updates_per_epoch()
-
-    @staticmethod
-    def _unwrap(module: Any) -> Any:
-        return getattr(module, "module", module)
 
     def _modules(self) -> dict[str, nn.Module]:
         """Registered modules as assigned (a DDP wrapper stays wrapped: train/eval go through it)."""
