@@ -274,11 +274,13 @@ class BaseSolver:
         self.result_logger.write_history(self.history)
 
     # ----------------------------------------------------------------- batches
-    def updates_per_epoch(self) -> int:
+    def updates_per_epoch(self, batches: int | None = None) -> int:
+        """Updates in one epoch; `batches` (one full pass, per rank) when the caller knows it."""
         configured = self.cfg.optim.updates_per_epoch
         if configured is not None:
             return int(configured)
-        batches = len(self._train_batches_stream())
+        if batches is None:
+            batches = len(self._train_batches_stream())
         groups, remainder = divmod(batches, self._accumulation())
         keep_short = remainder and self.cfg.optim.accumulation_remainder == "step"
         updates = groups + (1 if keep_short else 0)
@@ -312,7 +314,7 @@ class BaseSolver:
         accumulation = self._accumulation()
         full_pass = self.cfg.optim.updates_per_epoch is None
         num_batches = len(stream) if full_pass else None
-        num_updates = self.updates_per_epoch()
+        num_updates = self.updates_per_epoch(num_batches)
         progress = self.result_logger.progress(
             f"Train {self.epoch}", num_updates, self._stage_metrics.local, start=self._train_done
         )

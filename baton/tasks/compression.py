@@ -98,21 +98,25 @@ class CompressionSolver(StandardSolver):
         return metrics
 
     def evaluate(self) -> dict[str, float]:
-        """SI-SNR (dB, higher is better) and mel distance at each `evaluate.n_q`."""
-        results: dict[str, float] = {}
-        for n_q in self.cfg.evaluate.n_q or [None]:
-            average = Averager()
-            for _, batch in self.loader_batches(self.dataloaders["evaluate"]):
-                batch = batch.to(self.device)
+        """SI-SNR (dB, higher is better) and mel distance at each `evaluate.n_q`.
+
+        One pass over the test split: each batch is read once and coded at every bandwidth.
+        """
+        n_qs = list(self.cfg.evaluate.n_q or [None])
+        averages = {n_q: Averager() for n_q in n_qs}
+        for _, batch in self.loader_batches(self.dataloaders["evaluate"]):
+            batch = batch.to(self.device)
+            for n_q in n_qs:
                 with self.autocast():
                     y = self.model(batch.wav, n_q=n_q).y.float()
-                average.update(
+                averages[n_q].update(
                     {"si_snr": si_snr(y, batch.wav, batch.lengths).mean(),
                      "mel": self.mel(y, batch.wav, batch.lengths)},
                     count=len(batch),
                 )
-            kbps = self.model.bandwidth(n_q)
-            suffix = "" if n_q is None else f"_{kbps:g}kbps"
+        results: dict[str, float] = {}
+        for n_q, average in averages.items():
+            suffix = "" if n_q is None else f"_{self.model.bandwidth(n_q):g}kbps"
             results.update({f"{key}{suffix}": value for key, value in average.result().items()})
         return results
 
