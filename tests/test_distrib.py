@@ -33,6 +33,7 @@ def _worker(rank: int, folder: str) -> None:
         }
         torch.save(results, Path(folder) / f"rank{rank}.th")
     finally:
+        dist.barrier()  # no rank tears gloo down while another still uses it
         dist.destroy_process_group()
 
 

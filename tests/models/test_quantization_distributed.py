@@ -23,6 +23,7 @@ def _worker(rank: int, world_size: int, folder: str) -> None:
             rvq(x, frame_rate=50)
         torch.save(dict(rvq.named_buffers()), Path(folder) / f"rank{rank}.pt")
     finally:
+        dist.barrier()  # no rank tears gloo down while another still uses it
         dist.destroy_process_group()
 
 

@@ -43,6 +43,7 @@ def worker(rank: int, folder: str) -> None:
     if rank == 0:
         torch.save({"weights": model.module.state_dict(), "reductions": len(reductions)},
                    f"{folder}/rank0.th")
+    dist.barrier()  # no rank tears gloo down while another still uses it
     dist.destroy_process_group()
 
 
