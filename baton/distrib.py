@@ -72,6 +72,21 @@ def init(backend: str | None = None) -> bool:
     return True
 
 
+def shutdown(*, in_step: bool = True) -> None:
+    """Leave the process group before the process exits.
+
+    Exiting with gloo's threads still up can abort the process (SIGABRT) instead of exiting
+    with its own code, which a launcher then misreads. `in_step`: all ranks got here together
+    (a finished run, or a stop they agreed on), so a barrier first lets no rank tear down while
+    another still talks; after a crash on one rank there is no barrier, as it would never return.
+    """
+    if not is_distributed():
+        return
+    if in_step:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -86,9 +86,25 @@ def run_xp(xp: Composition, *, clear: bool = False, argv: Sequence[str] = ()) ->
         ConfigError: the solver cannot be found; nothing is written.
     """
     from baton import distrib
+    from baton.solver.runtime import Interrupted
 
     cls = solver_class(xp.cfg)
     distrib.init()
+    in_step = False
+    try:
+        status = _run_rank(cls, xp, clear, argv)
+        in_step = True
+        return status
+    except Interrupted:
+        in_step = True  # the ranks agreed to stop at the same update
+        raise
+    finally:
+        distrib.shutdown(in_step=in_step)
+
+
+def _run_rank(cls: type, xp: Composition, clear: bool, argv: Sequence[str]) -> str:
+    from baton import distrib
+
     if not distrib.is_rank_zero():
         # Rank 0 owns the folder's files; the others wait until it holds the lock and has
         # cleared/initialised the folder (or was refused), then only train.
