@@ -5,96 +5,128 @@ Layout in an XP folder:
   checkpoint_<epoch>.th    kept end-of-epoch states (keep-last-N, keep-every-K)
 
 A file is `torch.save` of {"format": "baton", "version", "sig", "epoch", "state"}, where `epoch`
-counts finished epochs. Writes go to a temporary file in the same folder, are fsynced, then
-renamed over the target, so a kill or a full disk leaves the previous file intact. A kept copy
-is a separate copy, not a hard link: writing into `checkpoint.th` in place (`cp other.th
+counts finished epochs and `state` is a `SolverState` (declared below; written by
+`baton.solver.snapshot`). Files of older format versions are upgraded on read. Writes go through `baton.atomic` (temporary file in the same folder,
+fsync, rename), so a kill or a full disk leaves the previous file intact. A kept copy is a
+separate copy, not a hard link: writing into `checkpoint.th` in place (`cp other.th
 checkpoint.th`) must not silently change a kept file too. Old kept files are pruned only after
 the new one is complete.
+
+Reading never runs code from the file: checkpoints load with `torch.load(weights_only=True)`,
+which unpickles tensors, containers and plain values only. A file that needs more (a pickled
+class of some solver, or a crafted pickle) is refused with `UnsafeCheckpointError` unless the
+caller says it trusts the file (`trusted=True`: `checkpoint.trusted=true`, `--trust`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
+import pickle
 import re
-import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
-from .errors import CheckpointError
+from .atomic import atomic_write, remove_stale_temporaries
+from .errors import CheckpointError, UnsafeCheckpointError
 from .state import copy_state
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "baton"
-VERSION = 1
+VERSION = 2  # 2: one best state per tracked metric ("best"), "stopped_early"
 LATEST = "checkpoint.th"
 _KEPT = re.compile(r"^checkpoint_(\d+)\.th$")
+
+
+class BestState(TypedDict):
+    primary: str | None  # the config's best_metric.name (None: upgraded from version 1)
+    values: dict[str | None, float]  # metric -> best value so far
+    states: dict[str | None, dict[str, Any]]  # metric -> {registered name: state dict}
+
+
+class LoopState(TypedDict):
+    epoch: int  # the epoch to run next (1-based)
+    update: int  # optimizer updates done since the start
+    history: list[dict[str, dict[str, float]]]  # one entry per finished epoch: stage -> metrics
+    stopped_early: bool  # should_stop() ended training
+    epoch_results: dict[str, dict[str, float]]  # stages of the running epoch already done
+    train_done: int  # updates of the running epoch's train stage already done
+    stage_metrics: list[dict[str, Any]] | None  # every rank's running train metrics (mid-stage)
+    train_stream: dict[str, int] | None  # data position: {"epoch", "position"}
+    rng: list[dict[str, Any]]  # every rank's RNG states (python, numpy, torch, cuda)
+
+
+class SolverState(TypedDict):
+    registered: dict[str, Any]  # register_stateful names -> state_dict() or plain value
+    modules: list[str]  # which registered names are modules (plain keys, never DDP's)
+    best: BestState
+    ema: dict[str, Any] | None  # {"decay", "num_updates", "averages": {name: state dict}}
+    loop: LoopState
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older file's state to the current layout (in memory; the file is untouched)."""
+    if data.get("version", 1) == 1:
+        state, loop = data["state"], data["state"]["loop"]
+        value, best = loop.pop("best_value", None), state.pop("best_state", None) or {}
+        state["best"] = {"primary": None, "values": {} if value is None else {None: value},
+                         "states": {None: best} if best else {}}
+        loop["stopped_early"] = False
+        data["version"] = VERSION
+    return data
 
 
 def kept_name(epoch: int) -> str:
     return f"checkpoint_{epoch}.th"
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_atomic(obj: Any, path: Path, copy_as: Path | None = None) -> None:
     """torch.save `obj` to `path` so that `path` is either the old file or the complete new one.
 
-    `copy_as`, when given, gets a copy of the same content, also atomically.
+    `copy_as`, when given, gets a separate copy of the same bytes (serialized once), also
+    atomically, before `path` is replaced.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if copy_as is not None:
-            copy_tmp = copy_as.with_name(f".{copy_as.name}.{os.getpid()}.tmp")
-            try:
-                shutil.copyfile(tmp, copy_tmp)
-                with open(copy_tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                os.replace(copy_tmp, copy_as)
-            finally:
-                copy_tmp.unlink(missing_ok=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    copies = [copy_as] if copy_as is not None else []
+    atomic_write(path, lambda handle: torch.save(obj, handle), copies=copies)
 
 
-def read_checkpoint(path: Path, expected_sig: str | None = None) -> dict[str, Any]:
+def read_checkpoint(
+    path: Path, expected_sig: str | None = None, *, trusted: bool = False
+) -> dict[str, Any]:
     """Load and check one checkpoint file.
 
+    Args:
+        trusted: unpickle anything the file holds (`weights_only=False`). Only for files from a
+            trusted source: a crafted pickle runs arbitrary code when loaded this way.
     Raises:
+        UnsafeCheckpointError: without `trusted`, the file holds more than tensors and plain
+            values (nothing of it was run).
         CheckpointError: truncated or unreadable file, not a baton checkpoint, a newer format
             version, or a file written by another XP (signature mismatch).
     """
     path = Path(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = _load(path, trusted)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except Exception as exc:  # torch raises several types for a truncated zip
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except pickle.UnpicklingError as exc:
+        wanted = None if trusted else _refused_global(str(exc))
+        if wanted is not None:
+            raise UnsafeCheckpointError(
+                f"checkpoint {path} is refused: loading it needs {wanted}, and unpickling that "
+                "could run arbitrary code; only if you trust the file, load it with --trust "
+                "(baton info/export) or checkpoint.trusted=true (baton run)"
+            ) from None
         raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupt: {reason})"
+            f"checkpoint {path} is unreadable (truncated or corrupt: {_pickle_problem(exc)})"
+        ) from None
+    except Exception as exc:  # torch raises several types for a truncated zip
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupt: {_first_line(exc)})"
         ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a baton checkpoint (no 'format: baton' header)")
@@ -108,7 +140,64 @@ def read_checkpoint(path: Path, expected_sig: str | None = None) -> dict[str, An
             f"checkpoint {path} belongs to XP {data['sig']}, not {expected_sig} "
             "(was the folder copied?)"
         )
-    return data
+    return _upgrade(data)
+
+
+def _load(path: Path, trusted: bool) -> Any:
+    if trusted:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    with _legacy_globals():
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _legacy_globals() -> contextlib.AbstractContextManager[Any]:
+    """Allow what checkpoints written before baton stored RNG states as tensors hold: numpy's
+    RNG state as a uint32 ndarray. Rebuilding an array runs no code of the file's choosing
+    (the same three globals torch's docs suggest for numpy arrays), so old XPs resume as before.
+    Scoped to one load: nothing is added to torch's process-wide allowlist."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:  # torch < 2.5: such old files need trusted=True
+        return contextlib.nullcontext()
+    import numpy as np
+
+    reconstruct = np.ndarray(0).__reduce__()[0]  # numpy.(_)core.multiarray._reconstruct
+    return safe_globals(
+        [
+            (reconstruct, "numpy.core.multiarray._reconstruct"),
+            (reconstruct, "numpy._core.multiarray._reconstruct"),
+            np.ndarray,
+            np.dtype,
+            type(np.dtype(np.uint32)),  # numpy.dtypes.UInt32DType on numpy >= 1.25
+        ]
+    )
+
+
+def _refused_global(message: str) -> str | None:
+    """The function or class a pickle asked for and weights_only refused, out of torch's
+    many-line message; None when the pickle is simply damaged (e.g. an unknown opcode)."""
+    patterns = (
+        r"GLOBAL (\S+) was not an allowed global",
+        r"unrecognized function (.+?)(?: which belongs|$)",
+        r"but got <class '([^']+)'>",
+        r"GLOBAL (\S+) whose module \S+ is blocked",
+    )
+    for pattern in patterns:
+        found = re.search(pattern, message, re.MULTILINE)
+        if found:
+            return found.group(1).strip()
+    return None
+
+
+def _pickle_problem(exc: BaseException) -> str:
+    """The unpickler's own complaint: the last line of torch's wrapper message, not its first."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Weights only", "Check the doc"))]
+    return reasons[-1] if reasons else _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def kept_epochs(folder: Path) -> list[int]:
@@ -128,6 +217,8 @@ class CheckpointManager:
         keep_last: end-of-epoch checkpoints kept as `checkpoint_<epoch>.th`.
         keep_every: also keep every K-th epoch's checkpoint for good.
         async_save: copy the state to CPU, then write it in a background thread.
+        trusted: load checkpoints with full unpickling (see `read_checkpoint`); only for
+            files from a trusted source.
     """
 
     def __init__(
@@ -138,12 +229,14 @@ class CheckpointManager:
         keep_last: int = 2,
         keep_every: int | None = None,
         async_save: bool = False,
+        trusted: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.sig = sig
         self.keep_last = keep_last
         self.keep_every = keep_every
         self.async_save = async_save
+        self.trusted = trusted
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -201,17 +294,17 @@ class CheckpointManager:
 
     def remove_stale_temporaries(self) -> None:
         """Drop temporary files left by a process killed mid-write (never a complete file)."""
-        if self.folder.is_dir():
-            for path in self.folder.glob(".checkpoint*.tmp"):
-                path.unlink(missing_ok=True)
+        remove_stale_temporaries(self.folder, "checkpoint*")
 
     def load(self) -> dict[str, Any] | None:
         """The newest readable checkpoint of this XP, or None when there is none at all.
 
         A truncated or foreign latest file is reported on one line and the newest kept
-        checkpoint is used instead.
+        checkpoint is used instead. A refused one (unsafe to unpickle) is not skipped: going
+        back to an older file would then overwrite the newer one the user may well trust.
 
         Raises:
+            UnsafeCheckpointError: a checkpoint would need `trusted=True` to load.
             CheckpointError: checkpoint files exist but none can be used (nothing is deleted).
         """
         candidates = [self.latest] + [
@@ -221,7 +314,9 @@ class CheckpointManager:
         errors: list[str] = []
         for path in candidates:
             try:
-                data = read_checkpoint(path, self.sig)
+                data = read_checkpoint(path, self.sig, trusted=self.trusted)
+            except UnsafeCheckpointError:
+                raise
             except CheckpointError as exc:
                 logger.warning("%s", exc)
                 errors.append(str(exc))
@@ -237,21 +332,25 @@ class CheckpointManager:
         return None
 
 
-def exported_weights(folder: Path, source: str = "best") -> dict[str, Any]:
+def exported_weights(
+    folder: Path, source: str = "best", *, trusted: bool = False
+) -> dict[str, Any]:
     """Plain weights from an XP's latest checkpoint, loadable with `module.load_state_dict`.
 
     Args:
         source: 'best' (the best state by `best_metric`), 'ema' (the EMA weights), or 'last'.
+        trusted: load the checkpoint with full unpickling (see `read_checkpoint`).
     Returns:
         The state dict of the model when a single one is registered for that source, else a
         dict mapping each registered name to its state dict.
     """
-    data = CheckpointManager(Path(folder)).load()
+    data = CheckpointManager(Path(folder), trusted=trusted).load()
     if data is None:
         raise CheckpointError(f"no checkpoint in {folder}; train the XP first")
     state = data["state"]
     if source == "best":
-        weights = state.get("best_state") or {}
+        best = state["best"]
+        weights = best["states"].get(best["primary"]) or {}
     elif source == "ema":
         weights = (state.get("ema") or {}).get("averages") or {}
     elif source == "last":

@@ -19,6 +19,11 @@ class CheckpointError(UserError):
     """A checkpoint file is truncated, unreadable, or belongs to another XP."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint holds pickled objects beyond tensors and plain values: loading it could run
+    arbitrary code, so it is refused unless the user says they trust the file."""
+
+
 class DataError(UserError):
     """An audio file or manifest line cannot be used."""
 
@@ -29,3 +34,7 @@ def yaml_error_line(exc: Exception) -> str:
     where = f"{mark.name} line {mark.line + 1}" if mark is not None else "a config file"
     problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
     return f"invalid YAML in {where}: {problem}; fix the file"
+
+
+class DistributedError(UserError):
+    """Ranks disagree on something they must share (e.g. the model they built)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import distrib
+from .atomic import write_text_atomic
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -119,7 +120,14 @@ class ProgressReporter:
 
 
 class ResultLogger:
-    """Where a solver's results go. Files are written by rank 0 only."""
+    """Where a solver's results go. Files are written by rank 0 only.
+
+    Log records go through the process-wide "baton" logger, so one XP's log file is open at a
+    time: a new ResultLogger (the next XP of a grid, a notebook's next solver) closes the
+    previous one, which would otherwise receive the new XP's lines too.
+    """
+
+    _open: ResultLogger | None = None
 
     def __init__(self, folder: Path, logging_cfg: Any) -> None:
         self.folder = Path(folder)
@@ -128,6 +136,9 @@ class ResultLogger:
         self._handlers: list[logging.Handler] = []
         self._writer: Any = None
         self.folder.mkdir(parents=True, exist_ok=True)
+        if ResultLogger._open is not None:
+            ResultLogger._open.close()
+        ResultLogger._open = self
         self._setup_handlers()
 
     def _setup_handlers(self) -> None:
@@ -187,16 +198,12 @@ class ResultLogger:
         """Rewrite history.jsonl from the in-memory history (atomic, rank 0)."""
         if not distrib.is_rank_zero():
             return
-        path = self.folder / "history.jsonl"
-        tmp = path.with_name(".history.jsonl.tmp")
-        with open(tmp, "w") as f:
-            for entry in history:
-                f.write(json.dumps(entry, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        lines = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in history)
+        write_text_atomic(self.folder / "history.jsonl", lines)
 
     def close(self) -> None:
+        if ResultLogger._open is self:
+            ResultLogger._open = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -99,10 +99,14 @@ class StateRegistry:
 
 
 def capture_rng() -> dict[str, Any]:
-    """RNG states of python, numpy, torch (and CUDA when present)."""
+    """RNG states of python, numpy, torch (and CUDA when present).
+
+    Every value is a tensor, a container or a plain value, so a checkpoint holding it loads
+    with `torch.load(weights_only=True)` (numpy's own state tuple holds an ndarray).
+    """
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -112,10 +116,34 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    _set_numpy_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> dict[str, Any]:
+    """`np.random.get_state()` as plain values; the uint32 keys go into an int64 tensor
+    (exact: every uint32 fits)."""
+    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    return {
+        "algorithm": str(algorithm),
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def _set_numpy_state(state: Any) -> None:
+    """Inverse of `_numpy_state`; also takes the raw tuple older checkpoints hold."""
+    if not isinstance(state, Mapping):
+        np.random.set_state(state)
+        return
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (state["algorithm"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    )
 
 
 def seed_everything(seed: int) -> None:

@@ -120,7 +120,7 @@ def compare(name: str, build: Any, rounds: int, updates: int) -> float:
         for _ in range(rounds):
             hand_times.append(hand_loop(hand_model, hand_loader, hand_opt, updates))
             solver_times.append(solver_round(solver, updates))
-        solver.result_logger.close()
+        solver.close()
     hand, ours = statistics.median(hand_times), statistics.median(solver_times)
     ratio = ours / hand
     print(f"{name:9s} hand {hand * 1e6:9.1f} us/update   solver {ours * 1e6:9.1f} us/update   ratio {ratio:.3f}")

@@ -20,7 +20,8 @@ from baton.errors import CheckpointError
 
 def state(value: float) -> dict:
     return {"registered": {"model": {"w": torch.full((4,), value)}}, "modules": ["model"],
-            "best_state": {"model": {"w": torch.full((4,), -value)}}, "ema": None}
+            "best": {"primary": "loss", "values": {"loss": -value},
+                     "states": {"loss": {"model": {"w": torch.full((4,), -value)}}}}, "ema": None}
 
 
 def test_keep_last_and_keep_every(tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_not_a_checkpoint_and_newer_version(tmp_path: Path) -> None:
 
 def test_failed_write_keeps_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.th"
-    write_atomic({"format": "baton", "version": 1, "sig": None, "epoch": 1, "state": {}}, path)
+    write_atomic({"format": "baton", "version": 2, "sig": None, "epoch": 1, "state": {}}, path)
 
     class Unpicklable:
         def __reduce__(self):
@@ -111,3 +112,25 @@ def test_exported_weights(tmp_path: Path) -> None:
     assert torch.equal(exported_weights(tmp_path, "last")["w"], torch.full((4,), 2.0))
     with pytest.raises(CheckpointError, match="no 'ema' weights"):
         exported_weights(tmp_path, "ema")
+
+
+def test_a_version_1_file_is_upgraded_on_read(tmp_path: Path) -> None:
+    """Format 1 kept one best state (`best_state`, `loop.best_value`); it reads as the primary
+    metric's best state, so XPs written before resume and export as before."""
+    weights = {"model": {"w": torch.full((4,), 3.0)}}
+    old = {"format": "baton", "version": 1, "sig": None, "epoch": 2,
+           "state": {"registered": weights, "modules": ["model"], "best_state": weights, "ema": None,
+                     "loop": {"best_value": 0.5, "epoch": 3}}}
+    torch.save(old, tmp_path / "checkpoint.th")
+    data = read_checkpoint(tmp_path / "checkpoint.th")
+    assert data["version"] == 2 and data["state"]["loop"]["stopped_early"] is False
+    best = data["state"]["best"]
+    assert best["primary"] is None and best["values"] == {None: 0.5} and best["states"][None] is not None
+    assert torch.equal(exported_weights(tmp_path, "best")["w"], torch.full((4,), 3.0))
+
+    from baton.solver.best import BestStates
+    from baton.solver.settings import MetricSpec
+
+    tracked = BestStates(MetricSpec("loss"))
+    tracked.load_state_dict(best)
+    assert tracked.value() == 0.5 and torch.equal(tracked.state()["model"]["w"], weights["model"]["w"])

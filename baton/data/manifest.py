@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
+from ..atomic import atomic_write
 from ..errors import DataError
 from .audio import AUDIO_EXTENSIONS, audio_info
 
@@ -128,20 +128,18 @@ def _parse_line(text: str, where: str, base: Path) -> AudioMeta:
 
 
 def write_manifest(path: str | Path, entries: Iterable[AudioMeta]) -> None:
-    """Write entries atomically (temp file + rename), paths relative to the manifest's folder
-    when the audio lies under it."""
+    """Write entries atomically (see `baton.atomic`), paths relative to the manifest's folder
+    when the audio lies under it. Lines are streamed: a manifest of a million files is never
+    held as one string."""
     manifest = Path(path)
     manifest.parent.mkdir(parents=True, exist_ok=True)
     base = manifest.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{manifest.name}.", suffix=".tmp", dir=manifest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for entry in entries:
-                handle.write(json.dumps(entry.to_json(relative_to=base)) + "\n")
-        os.replace(tmp, manifest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(handle: BinaryIO) -> None:
+        for entry in entries:
+            handle.write((json.dumps(entry.to_json(relative_to=base)) + "\n").encode("utf-8"))
+
+    atomic_write(manifest, write)
 
 
 @dataclass

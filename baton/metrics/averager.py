@@ -25,9 +25,7 @@ class Averager:
         sums, counts = self._sums, self._counts
         for key, value in metrics.items():
             if isinstance(value, torch.Tensor):
-                value = value.detach()
-                if value.device.type == "cpu":
-                    value = value.item()
+                value = value.item() if value.is_cpu else value.detach()
             if key in sums:
                 sums[key] = sums[key] + value * count
                 counts[key] += count

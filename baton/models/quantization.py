@@ -17,7 +17,9 @@ flag), so `state_dict` captures it exactly and a resumed run continues bit for b
 randomness (initial and replacement vectors) is drawn from torch's global RNG, which the
 checkpoint also captures. Under DDP, the per-batch statistics are summed across ranks before
 the EMA step, and random draws are broadcast from rank 0, so every rank keeps identical
-codebooks without relying on DDP's buffer broadcast.
+codebooks without relying on DDP's buffer broadcast. The initial k-means and the replacement
+vectors are drawn from the global batch, gathered in the order one process would hold it, so a
+run on several ranks trains the same codec as one process with the same global batch.
 """
 
 from __future__ import annotations
@@ -67,6 +69,31 @@ def _sum_over_ranks_(*tensors: torch.Tensor) -> None:
     if is_distributed():
         for tensor in tensors:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def _global_batch(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's items [B, ...] in the order a single process would hold them. Collective.
+
+    Samplers stride the global order over ranks (rank r takes items r, r + W, ...), so item i of
+    rank r is item i * W + r of the global batch. Ranks whose batches differ in shape (variable
+    lengths) keep their own items: the draws are then rank 0's, as broadcast below.
+    """
+    if not is_distributed():
+        return x
+    world = dist.get_world_size()
+    shape = torch.tensor(x.shape, dtype=torch.float64, device=x.device)
+    shapes = [torch.empty_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape)
+    if any(not torch.equal(other, shape) for other in shapes):
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.stack(parts, dim=1).flatten(0, 1)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """Latents [B, D, T] as rows [B * T, D]."""
+    return x.transpose(1, 2).reshape(-1, x.shape[1])
 
 
 def _from_rank_zero_(*tensors: torch.Tensor) -> None:
@@ -129,7 +156,9 @@ class EuclideanCodebook(nn.Module):
         return onehot.sum(0), onehot.t() @ flat
 
     @torch.no_grad()
-    def _initialize(self, flat: torch.Tensor) -> None:
+    def _initialize(self, x: torch.Tensor) -> None:
+        everyone = _global_batch(x)
+        flat = _rows(everyone)
         embed = _sample_vectors(flat, self.bins)
         for _ in range(self.kmeans_iters):
             counts, sums = self._cluster_stats(flat, self._assign(flat, embed))
@@ -139,7 +168,8 @@ class EuclideanCodebook(nn.Module):
         _from_rank_zero_(self.embed)
         # Counts over the global batch, on the scale the EMA and the dead-code threshold use.
         counts, _ = self._cluster_stats(flat, self._assign(flat, self.embed))
-        _sum_over_ranks_(counts)
+        if everyone is x:  # only this rank's items: add the others' counts
+            _sum_over_ranks_(counts)
         self.cluster_size.copy_(counts)
         # Keep the invariant embed = embed_sum / cluster_size, so the first EMA step does not
         # shrink the codebook.
@@ -157,14 +187,14 @@ class EuclideanCodebook(nn.Module):
         self.embed.copy_(self.embed_sum / smoothed[:, None])
 
     @torch.no_grad()
-    def _replace_dead_codes(self, flat: torch.Tensor) -> None:
+    def _replace_dead_codes(self, x: torch.Tensor) -> None:
         if self.threshold_ema_dead_code <= 0:
             return
         dead = self.cluster_size < self.threshold_ema_dead_code
         # cluster_size is identical on every rank, so all ranks agree here: no deadlock.
         if not dead.any():
             return
-        fresh = _sample_vectors(flat, self.bins)
+        fresh = _sample_vectors(_rows(_global_batch(x)), self.bins)
         _from_rank_zero_(fresh)
         # A replaced code starts at the threshold count, so it survives one EMA step and is
         # replaced again only if it still attracts nothing.
@@ -193,14 +223,13 @@ class EuclideanCodebook(nn.Module):
         never seen a training batch is all zeros, so eval before training quantizes to zero.
         """
         x = x.detach()
-        flat = x.transpose(1, 2).reshape(-1, self.dim)
         if self.training and not self.initialized:
-            self._initialize(flat)
+            self._initialize(x)
         codes = self.encode(x)
         quantized = self.decode(codes)
         if self.training:
-            self._ema_update(flat, codes.view(-1))
-            self._replace_dead_codes(flat)
+            self._ema_update(_rows(x), codes.view(-1))
+            self._replace_dead_codes(x)
         return quantized, codes
 
 

@@ -39,6 +39,15 @@ class ModuleEMA:
         dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
         return tensor.detach().to(device=device, dtype=dtype, copy=True)
 
+    def add(self, name: str, module: nn.Module) -> None:
+        """Average one more module (one average per module, all on the same schedule)."""
+        if name in self.modules:
+            raise ValueError(f"register_ema('{name}'): '{name}' is averaged already")
+        if self.num_updates:
+            raise ValueError(f"register_ema('{name}'): averaging started already; register every module in build")
+        self.modules[name] = module
+        self.averages[name] = {k: self._fresh(v) for k, v in module.state_dict().items()}
+
     @torch.no_grad()
     def update(self) -> None:
         self.num_updates += 1

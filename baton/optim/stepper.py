@@ -1,8 +1,10 @@
 """From a loss to an optimizer update: accumulation, loss scaling, clipping, scheduling.
 
-A solver owns one `GradientStepper` per optimizer (a GAN has two). In `run_step` it calls
-`metrics.update(stepper.step(loss))`. The solver tells each stepper how many micro-batches the
-current update holds (`start_group`); the stepper
+A solver owns one `GradientStepper` per optimizer (a GAN has two), each with its own GradScaler,
+clipping norm and count of skipped steps: one optimizer's inf gradients must not shrink the
+other's loss scale. In `run_step` it calls `metrics.update(stepper.step(loss))`; a named stepper
+prefixes its metrics (`disc_lr`), so several can report into one metrics dict. The solver tells
+each stepper how many micro-batches the current update holds (`start_group`); the stepper
 
 - divides the loss by that number, so a short last group is averaged over what it really has;
 - offers `micro_batch()`, a context that puts DDP in `no_sync` for all but the last micro-batch
@@ -34,6 +36,7 @@ class GradientStepper:
         modules: Iterable[nn.Module] = (),
         max_norm: float | None = None,
         scaler: Any = None,
+        name: str | None = None,
     ) -> None:
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -43,6 +46,7 @@ class GradientStepper:
         self.group_size = 1
         self.micro = 0
         self.skipped_updates = 0
+        self.prefix = f"{name}_" if name else ""
 
     def start_group(self, size: int) -> None:
         """Announce that the next `size` calls to `step` form one update."""
@@ -71,7 +75,8 @@ class GradientStepper:
             yield
 
     def backward(self, loss: torch.Tensor) -> None:
-        loss = loss / self.group_size
+        if self.group_size != 1:  # x / 1 == x exactly: skip an op and its autograd node
+            loss = loss / self.group_size
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
         loss.backward()
@@ -80,6 +85,8 @@ class GradientStepper:
         """Backward `loss` (if given); on the group's last micro-batch, update the weights.
 
         Returns the update's metrics (`grad_norm` when clipping, `lr`), or {} while accumulating.
+        Steps the GradScaler skipped are counted in `skipped_updates` (the engine reports them
+        per train stage as `skipped_steps`).
         """
         if loss is not None:
             self.backward(loss)
@@ -98,7 +105,7 @@ class GradientStepper:
             self.scaler.unscale_(self.optimizer)
         if self.max_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._params(), self.max_norm)
-            metrics["grad_norm"] = norm
+            metrics[self.prefix + "grad_norm"] = norm
         stepped = True
         if self.scaler is not None:
             scale_before = self.scaler.get_scale()
@@ -112,7 +119,7 @@ class GradientStepper:
         if not stepped:
             self.skipped_updates += 1
         self.optimizer.zero_grad(set_to_none=True)
-        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics[self.prefix + "lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,21 +27,6 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ConfigError(f"device={name} is not a device; use cpu, cuda, cuda:N or auto") from None
-
-
-def check_loop_config(cfg: Any) -> None:
-    """Fail at start-up, not after an epoch, on loop settings that cannot work."""
-    optim = cfg.optim
-    if int(optim.grad_accumulation) < 1:
-        raise ConfigError(f"optim.grad_accumulation={optim.grad_accumulation}; it must be >= 1")
-    if optim.accumulation_remainder not in ("drop", "step"):
-        raise ConfigError(
-            f"optim.accumulation_remainder='{optim.accumulation_remainder}'; use drop or step"
-        )
-    if optim.updates_per_epoch is not None and int(optim.updates_per_epoch) < 1:
-        raise ConfigError(f"optim.updates_per_epoch={optim.updates_per_epoch}; use null or >= 1")
-    if cfg.best_metric.direction not in ("min", "max"):
-        raise ConfigError(f"best_metric.direction='{cfg.best_metric.direction}'; use min or max")
 
 
 def apply_torch_settings(cfg: Any) -> None:
@@ -85,50 +69,25 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def batch_size_of(batch: Any) -> int:
-    """Items in a batch: the leading size of its first tensor (1 if it holds none)."""
+    """Items in a batch: the leading size of its first tensor (1 if it holds none).
+
+    Called once per batch: the common shapes (a tensor, a tuple or list of tensors) are checked
+    first, before the slower abstract `Mapping` test.
+    """
     if isinstance(batch, torch.Tensor):
         return batch.shape[0] if batch.ndim else 1
-    if hasattr(batch, "__len__") and not isinstance(batch, (Mapping, list, tuple, str)):
-        return len(batch)  # a batch class that knows its size (e.g. AudioBatch)
-    if isinstance(batch, Mapping):
-        batch = list(batch.values())
     if isinstance(batch, (list, tuple)):
-        for value in batch:
-            if isinstance(value, (torch.Tensor, Mapping, list, tuple)):
-                return batch_size_of(value)
+        values: Any = batch
+    elif isinstance(batch, Mapping):
+        values = batch.values()
+    elif hasattr(batch, "__len__") and not isinstance(batch, str):
+        return len(batch)  # a batch class that knows its size (e.g. AudioBatch)
+    else:
+        return 1
+    for value in values:
+        if isinstance(value, (torch.Tensor, list, tuple)) or isinstance(value, Mapping):
+            return batch_size_of(value)
     return 1
-
-
-class StopSignal:
-    """Turns SIGTERM / SIGUSR1 into a flag the loop checks at the next update.
-
-    A handler must not do I/O (it may fire inside a checkpoint write), so it only records the
-    signal; the solver saves a checkpoint at the next safe point and stops.
-    """
-
-    SIGNALS = ("SIGTERM", "SIGUSR1")
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
-
-    def install(self) -> None:
-        for name in self.SIGNALS:
-            signum = getattr(signal, name, None)
-            if signum is None:
-                continue
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                return
-
-    def uninstall(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
 
 
 class Interrupted(SystemExit):

@@ -11,7 +11,9 @@ A task subclasses it and writes five methods:
     generate() -> metrics
 
 Train and valid share `common_train_valid`; valid runs with the EMA weights when EMA is on, and
-evaluate/generate with the best state.
+evaluate/generate with the best state. A solver with several optimizers (a GAN) overrides
+`train` and walks `self.train_updates()`: each update's micro-batches once per optimizer. After
+`run()`, `evaluate_on(name, loader)` evaluates on more test sets.
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ class StandardSolver(BaseSolver):
         stages: list[tuple[Stage, Callable[[], dict[str, float]]]] = [(Stage.TRAIN, self.train)]
         if "valid" in self.dataloaders:
             stages.append((Stage.VALID, self.valid))
-        if self.should_run_every(self.cfg.evaluate.every):
+        if self.should_run_every(self.settings.evaluate_every):
             stages.append((Stage.EVALUATE, self._with_best(self.evaluate)))
-        if self.should_run_every(self.cfg.generate.every):
+        if self.should_run_every(self.settings.generate_every):
             stages.append((Stage.GENERATE, self._with_best(self.generate)))
         return stages
 
@@ -62,6 +64,19 @@ class StandardSolver(BaseSolver):
                 return stage_fn()
 
         return run
+
+    def evaluate_on(self, name: str, loader: Any, best: str | None = None) -> dict[str, float]:
+        """`evaluate()` on another loader (e.g. another test set), with the best state of metric
+        `best` (`best_metric` when None); logged and recorded in the history as `name`."""
+        previous = self.dataloaders.get("evaluate")
+        self.dataloaders["evaluate"] = loader
+        try:
+            return self.evaluate_stage(name, self.evaluate, best)
+        finally:
+            if previous is None:
+                del self.dataloaders["evaluate"]
+            else:
+                self.dataloaders["evaluate"] = previous
 
     def train(self) -> dict[str, float]:
         return self.common_train_valid(Stage.TRAIN)
@@ -75,9 +90,8 @@ class StandardSolver(BaseSolver):
         if stage is Stage.TRAIN:
             batches = self.train_batches()
         else:
-            cap = self.cfg.dataset.valid.num_samples
-            batches = self.loader_batches(self.dataloaders["valid"], cap)
-        average = self._stage_metrics
+            batches = self.loader_batches(self.dataloaders["valid"], self.settings.valid_num_samples)
+        average = self.stage_metrics
         for idx, batch in batches:
             metrics = self.run_step(idx, batch, {})
             average.update(metrics, count=batch_size_of(batch))

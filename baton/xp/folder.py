@@ -8,11 +8,11 @@ everything back for `info`, `ls` and grids.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from baton.atomic import write_text_atomic
 from baton.config.suggest import did_you_mean
 from baton.errors import UserError
 
@@ -75,16 +75,6 @@ class XPFolder:
             except json.JSONDecodeError:
                 break
         return entries
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file, fsync and rename: a reader (or a crash) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ import importlib
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baton.config import Composition, config_dirs, load_env
 from baton.config.overrides import dedupe, parse_overrides
@@ -15,6 +15,12 @@ from baton.xp import status as st
 from baton.xp.envinfo import describe
 from baton.xp.folder import ENV_LOG, XPFolder, find_xp
 from baton.xp.lock import LOCK, Heartbeat, XPLock
+
+if TYPE_CHECKING:
+    from baton.solver.base import BaseSolver
+
+# What a launcher asks of a solver class: `from_config(cfg)`, a context manager (closed after
+# the run), `run()`, and `finished` (done, or stopped early by should_stop). BaseSolver has it.
 
 
 def xp_root(config_dir: Sequence[str] = (), overrides: Sequence[str] = ()) -> str:
@@ -45,7 +51,7 @@ def init_xp(xp: Composition) -> XPFolder:
     return folder
 
 
-def solver_class(cfg: Any) -> type:
+def solver_class(cfg: Any) -> type[BaseSolver]:
     """The solver class `cfg.solver` names, after importing the modules in `cfg.imports`.
 
     Raises:
@@ -60,7 +66,8 @@ def solver_class(cfg: Any) -> type:
         except ImportError as exc:
             raise ConfigError(f"imports: cannot import '{module}' ({exc})") from None
     try:
-        return get_solver_class(str(cfg.solver))
+        cls: type[BaseSolver] = get_solver_class(str(cfg.solver))
+        return cls
     except KeyError as exc:
         raise ConfigError(f"config key 'solver': {exc.args[0]}") from None
 
@@ -102,7 +109,7 @@ def run_xp(xp: Composition, *, clear: bool = False, argv: Sequence[str] = ()) ->
         distrib.shutdown(in_step=in_step)
 
 
-def _run_rank(cls: type, xp: Composition, clear: bool, argv: Sequence[str]) -> str:
+def _run_rank(cls: type[BaseSolver], xp: Composition, clear: bool, argv: Sequence[str]) -> str:
     from baton import distrib
 
     if not distrib.is_rank_zero():
@@ -111,7 +118,8 @@ def _run_rank(cls: type, xp: Composition, clear: bool, argv: Sequence[str]) -> s
         refusal = distrib.broadcast_object(None)
         if refusal is not None:
             raise UserError(refusal)
-        cls(xp.cfg).run()
+        with cls.from_config(xp.cfg) as solver:
+            solver.run()
         return st.DONE
     folder = XPFolder(xp.folder)
     released = False
@@ -133,12 +141,12 @@ def _run_rank(cls: type, xp: Composition, clear: bool, argv: Sequence[str]) -> s
         raise
 
 
-def _run_solver(cls: type, xp: Composition, folder: XPFolder) -> str:
+def _run_solver(cls: type[BaseSolver], xp: Composition, folder: XPFolder) -> str:
     from baton.solver.runtime import Interrupted
 
     try:
-        solver = cls(xp.cfg)
-        solver.run()
+        with cls.from_config(xp.cfg) as solver:
+            solver.run()
     except UserError as exc:
         st.write_exit(folder, st.FAILED, str(exc))
         raise
@@ -153,8 +161,8 @@ def _run_solver(cls: type, xp: Composition, folder: XPFolder) -> str:
         st.write_exit(folder, st.FAILED, f"{type(exc).__name__}: {first}")
         raise
     epochs, target = len(folder.history()), int(xp.cfg.optim.epochs)
-    if epochs >= target:
-        st.write_exit(folder, st.DONE)
+    if solver.finished:
+        st.write_exit(folder, st.DONE, "stopped early by should_stop()" if epochs < target else "")
         return st.DONE
     st.write_exit(folder, st.KILLED, f"stopped after epoch {epochs} of {target}")
     return st.KILLED

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baton.atomic import write_text_atomic
 from baton.config.signature import format_delta
 from baton.errors import UserError
-from baton.xp.folder import ARGV, HISTORY, XPFolder, write_text_atomic
+from baton.xp.folder import ARGV, HISTORY, XPFolder
 from baton.xp.lock import HEARTBEAT, HEARTBEAT_SECONDS, heartbeat_age, read_owner
 
 NEW, RUNNING, DONE, KILLED, FAILED = "new", "running", "done", "killed", "failed"

@@ -1,4 +1,7 @@
-"""The example task with its model in DDP, counting gradient all-reduces (for the DDP tests)."""
+"""The example task under several ranks, counting gradient all-reduces (for the DDP tests).
+
+The engine wraps the model in DDP when training starts (`prepare`); this subclass only adds a
+communication hook to the engine's wrapper, to count the all-reduces."""
 
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ from baton.tasks.example import ExampleSolver
 
 
 class DDPExample(ExampleSolver):
-    def build_model(self) -> None:
-        super().build_model()
-        self.reductions = 0
+    reductions = 0
+
+    def prepare(self) -> None:
+        super().prepare()
+        assert isinstance(self.model, DistributedDataParallel), "the engine wraps trainable modules"
+        assert self.stepper.modules == [self.model], "the stepper sees the wrapper"
         world = dist.get_world_size()
 
         def count(state, bucket):  # type: ignore[no-untyped-def]  (DDP checks real annotations)
@@ -19,6 +25,4 @@ class DDPExample(ExampleSolver):
             work = dist.all_reduce(bucket.buffer().div_(world), async_op=True)
             return work.get_future().then(lambda fut: fut.value()[0])
 
-        self.model = DistributedDataParallel(self.model)
         self.model.register_comm_hook(None, count)
-        self.stepper.modules = [self.model]

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-import baton.checkpoint
+import baton.atomic
 from baton.data.rng import sample_generator
 from baton.tasks.example import ExampleSolver
 from tests.helpers import example_config
@@ -70,7 +70,9 @@ class _Bomb:
     def __reduce__(self) -> Any:
         if self.armed:
             die()
-        return (bool, (False,))  # stored as a plain False: loadable without this module
+        # Stored as an empty set: loadable without this module, and by weights_only=True
+        # (which allows set but no call of bool).
+        return (set, ())
 
 
 class KilledSolver(ExampleSolver):
@@ -117,7 +119,7 @@ def main() -> None:
                     die()
             real_replace(src, dst)
 
-        baton.checkpoint.os.replace = replace  # type: ignore[attr-defined]
+        baton.atomic.os.replace = replace  # type: ignore[attr-defined]
     cfg = example_config(spec["folder"], *spec["overrides"])
     KilledSolver(cfg, spec).run()
 

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from baton.errors import DistributedError
+from baton.tasks.example import ExampleSolver
 from tests.helpers import example_config
 from tests.solver.ddp_example import DDPExample
 
@@ -110,3 +112,29 @@ def test_sigterm_on_one_rank_stops_all_and_resumes_bit_exact(tmp_path: Path) -> 
     for key, value in straight["registered"]["model"].items():
         assert torch.equal(value, resumed["registered"]["model"][key]), key
     assert (folder / "history.jsonl").read_bytes() == (tmp_path / "straight" / "history.jsonl").read_bytes()
+
+
+def mismatched_worker(rank: int, folder: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
+    try:
+        # A rank-dependent architecture: DDP would hang or fail without naming the module.
+        cfg = example_config(Path(folder) / "xp", f"task.hidden={16 * (rank + 1)}", "logging.tensorboard=false")
+        try:
+            ExampleSolver(cfg).run()
+        except DistributedError as exc:
+            Path(folder, f"error{rank}.txt").write_text(str(exc))
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_ranks_with_different_models_fail_on_one_line_naming_the_module(tmp_path: Path) -> None:
+    mp.spawn(mismatched_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        message = (tmp_path / f"error{rank}.txt").read_text()
+        assert message == (
+            "module 'model' differs between ranks (parameter 'net.0.weight' has shape [16, 16] on "
+            "rank 0, [32, 16] on rank 1); build the same model on every rank (rank-dependent config "
+            "or random architecture choices?)"
+        )

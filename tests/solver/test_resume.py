@@ -66,7 +66,7 @@ def final_state(folder: Path) -> dict[str, Any]:
         "model": state["registered"]["model"],
         "optimizer": state["registered"]["stepper"]["optimizer"]["state"],
         "ema": state["ema"]["averages"],
-        "best": state["best_state"],
+        "best": state["best"],
         "history": (folder / "history.jsonl").read_bytes(),
     }
 

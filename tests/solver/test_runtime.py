@@ -7,7 +7,8 @@ import torch
 
 from baton.data.collate import AudioBatch
 from baton.errors import ConfigError
-from baton.solver.runtime import batch_size_of, check_loop_config, per_rank_batch_size, to_device
+from baton.solver.runtime import batch_size_of, per_rank_batch_size, to_device
+from baton.solver.settings import LoopSettings
 from tests.helpers import example_config
 
 
@@ -32,7 +33,7 @@ def test_to_device_keeps_structure() -> None:
 ])
 def test_bad_loop_settings_fail_at_start(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        check_loop_config(example_config("unused", override))
+        LoopSettings.from_config(example_config("unused", override))
 
 
 def test_batch_size_must_be_positive() -> None:

@@ -115,10 +115,10 @@ def test_fp16_needs_cuda(tmp_path: Path) -> None:
 def test_fp16_grad_scaler_on_cuda(tmp_path: Path) -> None:
     s = solver(tmp_path, "optim.epochs=2", "device=cuda", "autocast=true", "autocast_dtype=float16")
     history = s.run()
-    assert s.scaler is not None and history[-1]["train"]["loss"] < history[0]["train"]["loss"]
+    assert s.stepper.scaler is not None and history[-1]["train"]["loss"] < history[0]["train"]["loss"]
     resumed = solver(tmp_path, "optim.epochs=2", "device=cuda", "autocast=true", "autocast_dtype=float16")
     resumed.restore()
-    assert resumed.scaler.get_scale() == s.scaler.get_scale()
+    assert resumed.stepper.scaler.get_scale() == s.stepper.scaler.get_scale()
 
 
 def test_unknown_best_metric_names_the_available_ones(tmp_path: Path) -> None:

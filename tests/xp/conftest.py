@@ -32,7 +32,8 @@ def baton_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
 
 WAIT_SOLVER = '''
 """A stand-in solver for the experiment manager's tests: one history line per epoch, and
-optionally waiting for a file before finishing, so a test controls how long it runs."""
+optionally waiting for a file before finishing, so a test controls how long it runs. It has
+what a launcher asks of a solver (baton.xp.launch.Launchable) and nothing more."""
 import json
 import time
 from pathlib import Path
@@ -42,6 +43,17 @@ class WaitSolver:
     def __init__(self, cfg):
         self.cfg = cfg
         self.folder = Path(cfg.xp.folder)
+        self.finished = False
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
     def run(self):
         history = self.folder / "history.jsonl"
@@ -54,6 +66,7 @@ class WaitSolver:
             time.sleep(0.05)
         if self.cfg.task.fail:
             raise RuntimeError("boom")
+        self.finished = True
 '''
 
 

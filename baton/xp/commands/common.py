@@ -48,3 +48,12 @@ def format_time(timestamp: float) -> str:
 
 STATUS_STYLE = {"running": "cyan", "done": "green", "failed": "red", "killed": "yellow", "new": "dim",
                 "corrupt": "bold red"}
+
+
+def add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="load a checkpoint that holds pickled objects beyond tensors and plain values "
+        "(refused by default: unpickling them can run code from the file; only for files you trust)",
+    )

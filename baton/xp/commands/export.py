@@ -1,39 +1,122 @@
-"""`baton export SIG -o FILE`: an XP's weights as a plain state dict, loadable without baton."""
+"""`baton export SIG -o FILE`: an XP's weights as a plain state dict, loadable without baton.
+
+`FILE.safetensors` is written with the safetensors package (an optional extra): names of
+several registered models become prefixes (`model.net.0.weight`). Any other name gets
+`torch.save` of the state dict, loadable with `torch.load(FILE, weights_only=True)`.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from baton.xp.commands.common import add_config_dir
+from baton.errors import UserError
+from baton.xp.commands.common import add_config_dir, add_trust
+
+SAFETENSORS_HINT = "pip install 'baton[safetensors]'"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sig", metavar="SIG", help="the XP's signature")
-    parser.add_argument("-o", "--output", required=True, help="file to write (torch.save format)")
+    parser.add_argument(
+        "-o", "--output", required=True,
+        help="file to write: safetensors when it ends in .safetensors, else torch.save format",
+    )
     parser.add_argument(
         "--source",
         choices=("best", "ema", "last"),
         default="best",
         help="which weights: the best state (default), the EMA, or the latest",
     )
+    add_trust(parser)
     add_config_dir(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
     from baton.checkpoint import exported_weights
     from baton.xp.folder import find_xp
     from baton.xp.launch import xp_root
 
-    folder = find_xp(args.sig, xp_root(args.config_dir))
-    weights = exported_weights(folder.path, args.source)
     output = Path(args.output)
+    as_safetensors = output.suffix == ".safetensors"
+    if as_safetensors:
+        _require_safetensors()  # before loading anything: fail fast on a missing extra
+    folder = find_xp(args.sig, xp_root(args.config_dir))
+    weights = exported_weights(folder.path, args.source, trusted=args.trust)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    torch.save(weights, tmp)
-    tmp.replace(output)
-    print(f"wrote {args.source} weights of XP {folder.sig} to {output} ({len(weights)} entries)")
+    if as_safetensors:
+        metadata = {"format": "pt", "baton_sig": folder.sig, "baton_source": args.source}
+        count = write_safetensors(weights, output, metadata)
+    else:
+        count = write_torch(weights, output)
+    print(f"wrote {args.source} weights of XP {folder.sig} to {output} ({count} entries)")
     return 0
+
+
+def write_torch(weights: Mapping[str, Any], output: Path) -> int:
+    """torch.save, atomically. Returns the number of top-level entries."""
+    import torch
+
+    from baton.atomic import atomic_write
+
+    atomic_write(output, lambda handle: torch.save(weights, handle))
+    return len(weights)
+
+
+def write_safetensors(
+    weights: Mapping[str, Any], output: Path, metadata: dict[str, str] | None = None
+) -> int:
+    """A safetensors file, atomically. Returns the number of tensors.
+
+    safetensors refuses tensors that share memory (tied weights) or are not contiguous, so
+    each tensor is written from its own contiguous copy.
+    """
+    import torch
+
+    from baton.atomic import write_bytes_atomic
+
+    save = _require_safetensors()
+    tensors = {
+        name: value.detach().cpu().clone(memory_format=torch.contiguous_format)
+        for name, value in flatten_tensors(weights).items()
+    }
+    write_bytes_atomic(output, save(tensors, metadata=metadata))
+    return len(tensors)
+
+
+def flatten_tensors(weights: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'model': {'net.0.weight': t}} -> {'model.net.0.weight': t}; a flat state dict stays as
+    it is.
+
+    Raises:
+        UserError: a value is neither a tensor nor a dict of them (safetensors holds tensors only).
+    """
+    import torch
+
+    flat: dict[str, Any] = {}
+    for key, value in weights.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor):
+            flat[name] = value
+        elif isinstance(value, Mapping):
+            flat.update(flatten_tensors(value, f"{name}."))
+        else:
+            raise UserError(
+                f"cannot export '{name}' ({type(value).__name__}) to safetensors, which holds "
+                "tensors only; export to a .pt file instead"
+            )
+    return flat
+
+
+def _require_safetensors() -> Any:
+    """`safetensors.torch.save`, or a one-line error naming the extra to install."""
+    try:
+        from safetensors.torch import save
+    except ImportError:
+        raise UserError(
+            f"writing a .safetensors file needs the safetensors package: {SAFETENSORS_HINT} "
+            "(or export to a .pt file)"
+        ) from None
+    return save

@@ -1,4 +1,9 @@
-"""`baton info -f SIG`: one XP at a glance; `-m` its metrics per epoch, `-t` its log."""
+"""`baton info -f SIG`: one XP at a glance; `-m` its metrics per epoch, `-t` its log.
+
+A checkpoint that is unreadable, or refused because loading it could run code (see
+`baton.checkpoint.read_checkpoint`), is shown as such on its row: the rest of the XP's
+information is still worth seeing, and `--trust` loads a refused file the user trusts.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from baton.xp.commands.common import add_config_dir, console, format_age, format_number
+from baton.xp.commands.common import add_config_dir, add_trust, console, format_age, format_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--metrics", action="store_true", help="metrics per epoch as a table")
     parser.add_argument("-t", "--tail", action="store_true", help="print the end of solver.log")
     parser.add_argument("-n", "--lines", type=int, default=20, help="lines shown by -t (default 20)")
+    add_trust(parser)
     add_config_dir(parser)
 
 
@@ -36,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
         ("status", summary.status + (f" ({summary.message})" if summary.message else "")),
         ("folder", str(summary.folder)),
         ("epochs", f"{summary.epoch} finished, last activity {format_age(summary.age)} ago"),
-        ("checkpoint", _checkpoint_epoch(folder.path)),
+        ("checkpoint", _checkpoint_epoch(folder.path, trusted=args.trust)),
         ("best", f"{summary.best_key} {format_number(summary.best)}" if summary.best is not None else "-"),
     ]
     for stage, metrics in (summary.history[-1] if summary.history else {}).items():
@@ -55,15 +61,17 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_epoch(folder: Path) -> str:
+def _checkpoint_epoch(folder: Path, *, trusted: bool = False) -> str:
     from baton.checkpoint import read_checkpoint
-    from baton.errors import UserError
+    from baton.errors import UnsafeCheckpointError, UserError
 
     path = folder / "checkpoint.th"
     if not path.is_file():
         return "none"
     try:
-        return f"epoch {read_checkpoint(path)['epoch']} ({path.name})"
+        return f"epoch {read_checkpoint(path, trusted=trusted)['epoch']} ({path.name})"
+    except UnsafeCheckpointError as exc:
+        return str(exc)  # "checkpoint ... is refused: ...; ... --trust ..."
     except (UserError, KeyError, OSError) as exc:
         return f"unreadable: {exc}"
 

@@ -1,0 +1,70 @@
+"""What a solver's checkpoint holds, and how it is put back (layout: `baton.checkpoint`).
+
+Everything that shapes the rest of training: registered state (models, steppers, plain values),
+best states, EMA, and the loop's position: epoch, update count, history, the stages already
+done this epoch, the train stage's progress and running metrics, the data position, and every
+rank's RNG state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .. import distrib
+from ..checkpoint import SolverState
+from ..data.rng import derive_seed
+from ..state import capture_rng, restore_rng, seed_everything
+
+if TYPE_CHECKING:
+    from .base import BaseSolver
+
+logger = logging.getLogger("baton.solver")
+
+
+def solver_state(solver: BaseSolver) -> SolverState:
+    """The solver's checkpoint state. Collective (every rank's RNG and running metrics)."""
+    stream = solver._train_stream
+    return {
+        "registered": solver.stateful.state_dict(),
+        "modules": list(solver.registered_modules()),
+        "best": solver.best.state_dict(),
+        "ema": solver.ema.state_dict() if solver.ema is not None else None,
+        "loop": {
+            "epoch": solver.epoch,
+            "update": solver.update,
+            "history": solver.history,
+            "stopped_early": solver.stopped_early,
+            "epoch_results": solver.epoch_results,
+            "train_done": solver.train_done,
+            "stage_metrics": solver.stage_metrics.rank_states() if solver.train_done else None,
+            "train_stream": stream.state_dict() if stream is not None else None,
+            "rng": distrib.all_gather_object(capture_rng()),  # every rank's stream
+        },
+    }
+
+
+def load_solver_state(solver: BaseSolver, state: SolverState) -> None:
+    solver.stateful.load_state_dict(state["registered"])
+    solver.best.load_state_dict(state["best"])
+    if solver.ema is not None and state["ema"] is not None:
+        solver.ema.load_state_dict(state["ema"])
+    loop = state["loop"]
+    solver.epoch = loop["epoch"]
+    solver.update = loop["update"]
+    solver.history = loop["history"]
+    solver.stopped_early = loop["stopped_early"]
+    solver.epoch_results = loop["epoch_results"]
+    solver.train_done = loop["train_done"]
+    solver.restored_stage_metrics = loop["stage_metrics"]  # every rank's, see Averager
+    if loop["train_stream"] is not None:
+        solver._train_batches_stream().load_state_dict(loop["train_stream"])
+    streams = loop["rng"]
+    if len(streams) == distrib.world_size():
+        restore_rng(streams[distrib.rank()])
+    else:
+        logger.warning(
+            "checkpoint from %d rank(s), running on %d: training RNG reseeded, so this resume "
+            "is not bit-exact", len(streams), distrib.world_size(),
+        )
+        seed_everything(derive_seed(solver.settings.seed, distrib.rank(), solver.update))
