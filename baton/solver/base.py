@@ -35,7 +35,7 @@ from torch import nn
 from .. import distrib
 from ..checkpoint import CheckpointManager, SolverState
 from ..data.rng import derive_seed
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..logging import ResultLogger
 from ..metrics.averager import Averager
 from ..optim.amp import autocast, check_autocast, make_grad_scaler
@@ -84,6 +84,7 @@ class BaseSolver(TrainingIteration):
         self.checkpoints = CheckpointManager(
             self.folder, self.sig, keep_last=settings.keep_last, keep_every=settings.keep_every,
             async_save=settings.async_save, trusted=settings.trusted_checkpoints,
+            solver=f"{type(self).__module__}.{type(self).__qualname__}",
         )
         self.cadence = Cadence(
             settings.save_every_updates if settings.save else 0,
@@ -257,10 +258,10 @@ class BaseSolver(TrainingIteration):
                 self.commit()
                 stop = self.cadence.stop_at_epoch_end()  # came during valid/evaluate/generate
                 if stop is not None:
-                    raise Interrupted(stop)
+                    raise Interrupted(stop, self.epoch - 1)  # committed: that epoch is whole
         except Interrupted as stop:
             saved = "checkpoint saved; run again to resume" if self.settings.save else "checkpoint.save=false: nothing saved"
-            logger.info("stopped by signal %d during epoch %d, %s", stop.signum, self.epoch, saved)
+            logger.info("%s, %s", stop.describe(), saved)
             raise
         finally:
             self.cadence.signal.uninstall()
@@ -393,7 +394,14 @@ class BaseSolver(TrainingIteration):
         data = self.checkpoints.load()
         if data is None:
             return False
-        self.load_state_dict(data["state"])
+        try:
+            self.load_state_dict(data["state"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"checkpoint in {self.folder} does not fit this solver ({reason}); the code or "
+                "config changed since it was written: restore them, or --clear to start afresh"
+            ) from None
         self.result_logger.write_history(self.history)
         where = f"update {self.train_done} of epoch {self.epoch}" if self.train_done else f"epoch {self.epoch}"
         logger.info("resuming %s from %s", self.folder, where)

@@ -10,6 +10,8 @@ all-reduce (one per update would cost a device sync per update).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
 from typing import Any
@@ -20,20 +22,30 @@ AGREE_EVERY = 10
 
 
 class StopSignal:
-    """Turns SIGTERM / SIGUSR1 into a flag the loop checks at the next update.
+    """Turns SIGTERM / SIGUSR1 / SIGINT into a flag the loop checks at the next update.
 
-    A handler must not do I/O (it may fire inside a checkpoint write), so it only records the
-    signal; the solver saves a checkpoint at the next safe point and stops.
+    A handler must not do Python I/O (it may fire inside a checkpoint write, or inside a print),
+    so it only records the signal; the solver saves a checkpoint at the next safe point and
+    stops. The first Ctrl-C (SIGINT) says so on one line, written with a bare os.write (no
+    buffered stream, no lock); a second one raises KeyboardInterrupt at once, as Python would:
+    the user insists, and the atomic writes leave the previous checkpoint whole.
     """
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
+    SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+    NOTICE = b"\nbaton: Ctrl-C: checkpointing at the next update, then stopping (Ctrl-C again: stop now)\n"
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
+        if signum == signal.SIGINT:
+            if self.received == signal.SIGINT:
+                raise KeyboardInterrupt
+            with contextlib.suppress(OSError):
+                os.write(2, self.NOTICE)
+        if self.received is None or signum == signal.SIGINT:
+            self.received = signum
 
     def install(self) -> None:
         for name in self.SIGNALS:

@@ -249,7 +249,7 @@ class TrainingIteration:
         if stop is not None:
             self.save_checkpoint(end_of_epoch=False)
             self.checkpoints.wait()
-            raise Interrupted(stop)
+            raise Interrupted(stop, self.epoch)
         if save:
             self.save_checkpoint(end_of_epoch=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -97,6 +98,15 @@ class Interrupted(SystemExit):
     signal: launchers tell "stopped, resumable" from "done", and no traceback is printed.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, epoch: int | None = None) -> None:
         super().__init__(128 + signum)
         self.signum = signum
+        self.epoch = epoch  # the epoch the signal came in
+
+    def describe(self) -> str:
+        """'stopped by SIGINT during epoch 3' (the epoch when known)."""
+        try:
+            name = signal.Signals(self.signum).name
+        except ValueError:
+            name = f"signal {self.signum}"
+        return f"stopped by {name}" + (f" during epoch {self.epoch}" if self.epoch is not None else "")

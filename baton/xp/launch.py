@@ -128,33 +128,48 @@ def _run_rank(cls: type[BaseSolver], xp: Composition, clear: bool, argv: Sequenc
             if clear:
                 clear_folder(folder.path)
             init_xp(xp)
-            folder.write_config(xp.cfg)
-            with open(folder.path / ENV_LOG, "a") as handle:
-                handle.write(describe(argv or xp.overrides, xp.config_dirs))
-            st.clear_exit(folder)
-            released = True
-            distrib.broadcast_object(None)
-            return _run_solver(cls, xp, folder)
+            with _build_solver(cls, xp, folder) as solver:
+                # Built: only now does this run's config replace the XP's record of it.
+                folder.write_config(xp.cfg)
+                with open(folder.path / ENV_LOG, "a") as handle:
+                    handle.write(describe(argv or xp.overrides, xp.config_dirs))
+                st.clear_exit(folder)
+                released = True
+                distrib.broadcast_object(None)
+                return _run_solver(solver, xp, folder)
     except BaseException as exc:
         if not released:  # the other ranks are waiting for rank 0's word: never leave them hanging
             distrib.broadcast_object(f"rank 0 could not start XP {xp.sig}: {exc}")
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file
+            raise OSError(exc.errno, exc.strerror, str(folder.path)) from exc
         raise
 
 
-def _run_solver(cls: type[BaseSolver], xp: Composition, folder: XPFolder) -> str:
+def _build_solver(cls: type[BaseSolver], xp: Composition, folder: XPFolder) -> BaseSolver:
+    """The solver, or the user's one-line error. A config error found while building (e.g.
+    `device=cuda` on a CPU machine, for a finished XP: `device` is not in the signature) must
+    not change the status of an XP that ran before; a new XP records it as failed."""
+    try:
+        return cls.from_config(xp.cfg)
+    except UserError as exc:
+        if st.read_exit(folder) is None:
+            st.write_exit(folder, st.FAILED, str(exc))
+        raise
+
+
+def _run_solver(solver: BaseSolver, xp: Composition, folder: XPFolder) -> str:
     from baton.solver.runtime import Interrupted
 
     try:
-        with cls.from_config(xp.cfg) as solver:
-            solver.run()
+        solver.run()
     except UserError as exc:
         st.write_exit(folder, st.FAILED, str(exc))
         raise
-    except KeyboardInterrupt:
-        st.write_exit(folder, st.KILLED, "interrupted")
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last checkpoint stands
+        st.write_exit(folder, st.KILLED, "interrupted (second Ctrl-C); run again to resume from the last checkpoint")
         raise
-    except Interrupted as stop:  # SIGTERM/SIGUSR1: checkpoint written, exit code 128 + signal
-        st.write_exit(folder, st.KILLED, f"stopped by signal {stop.signum}; run again to resume")
+    except Interrupted as stop:  # SIGTERM/SIGUSR1/SIGINT: checkpoint written, exit 128 + signal
+        st.write_exit(folder, st.KILLED, f"{stop.describe()}; run again to resume")
         raise
     except BaseException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -150,3 +150,19 @@ def test_a_failing_solver_is_recorded(wait_project: Path, clean_env: Path, monke
     xp = only_xp(clean_env)
     assert st.xp_status(xp) == st.FAILED
     assert json.loads((xp.path / ".exit.json").read_text())["message"] == "RuntimeError: boom"
+
+
+def test_a_config_error_before_training_leaves_a_finished_xp_done(clean_env: Path) -> None:
+    """`device` is not in the signature: `device=cuda` on a CPU machine names the finished XP,
+    fails while building the solver, and must not mark that XP failed or rewrite its config."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: device=cuda is no error here")
+    assert baton_cli("run", *QUICK).returncode == 0
+    (folder,) = clean_env.glob("xps/*")
+    config = (folder / "config.yaml").read_text()
+    refused = baton_cli("run", *QUICK, "device=cuda")
+    assert refused.returncode == 2 and "CUDA is not available" in refused.stderr
+    assert json.loads((folder / ".exit.json").read_text())["status"] == "done"
+    assert (folder / "config.yaml").read_text() == config
