@@ -64,17 +64,61 @@ class XPFolder:
             raise UserError(f"{path} is corrupt ({_first_line(exc)}); restore it or delete the XP folder") from None
 
     def history(self) -> list[dict[str, dict[str, float]]]:
-        """One entry per finished epoch (stage -> metrics). A torn last line is ignored."""
+        """One entry per finished epoch (stage -> metrics).
+
+        A torn last line (no newline: an append cut short) and blank lines are ignored. Any
+        other line that is not a {stage: {metric: value}} object is a one-line UserError naming
+        the file and line: dropping it, or every line after it, would show a wrong epoch count
+        and best metric, and reading on would crash `ls` for every XP.
+
+        Raises:
+            UserError: a line is damaged (bad JSON, not UTF-8, not stage -> metrics).
+        """
         path = self.path / HISTORY
         if not path.is_file():
             return []
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # what follows the last newline: nothing, or a torn line
         entries = []
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
             try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                entries.append(_epoch_entry(line))
+            except ValueError as exc:
+                if number == len(lines) and not data.endswith(b"\n"):
+                    break
+                raise UserError(f"{path} line {number} is corrupt ({exc}); "
+                                "fix or delete that line, or delete the XP folder") from None
         return entries
+
+
+def _epoch_entry(line: bytes) -> dict[str, dict[str, float]]:
+    """One history.jsonl line as an epoch entry, {stage: {metric: value}}.
+
+    Raises:
+        ValueError: why the line is not one (the message names the problem only).
+    """
+    try:
+        entry = json.loads(line.decode())
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg}") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"a JSON {json_kind(entry)}, not an object")
+    for stage, metrics in entry.items():
+        if not isinstance(metrics, dict):
+            raise ValueError(f"stage '{stage}' holds a JSON {json_kind(metrics)}, not an object of metrics")
+    return entry
+
+
+def json_kind(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages ('array', not 'list')."""
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -86,7 +130,7 @@ def read_json(path: Path) -> Any:
     """A JSON file of an XP folder; a damaged one is a one-line UserError naming it."""
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
         raise UserError(f"{path} is corrupt ({exc}); restore it or delete the XP folder") from None
 
 

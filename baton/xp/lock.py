@@ -90,9 +90,10 @@ def read_owner(folder: str | Path) -> dict[str, Any] | None:
     """The lock holder recorded in the file (may be stale if it was killed), or None."""
     try:
         text = (Path(folder) / LOCK).read_text()
-        return json.loads(text) if text.strip() else None
-    except (OSError, json.JSONDecodeError):
+        owner = json.loads(text) if text.strip() else None
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
         return None
+    return owner if isinstance(owner, dict) else None
 
 
 class Heartbeat:

@@ -41,10 +41,13 @@ def clear_exit(folder: XPFolder) -> None:
 
 
 def read_exit(folder: XPFolder) -> dict[str, Any] | None:
+    """The last run's exit record; None when missing or damaged (the status then falls back on
+    the heartbeat, as for a run that died without writing one)."""
     try:
-        return json.loads((folder.path / EXIT).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads((folder.path / EXIT).read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
         return None
+    return record if isinstance(record, dict) else None
 
 
 def write_delta(folder: XPFolder, delta: list[tuple[str, Any]]) -> None:
@@ -53,10 +56,14 @@ def write_delta(folder: XPFolder, delta: list[tuple[str, Any]]) -> None:
 
 
 def read_delta(folder: XPFolder) -> list[tuple[str, Any]] | None:
+    """The stored delta; None when missing or damaged (callers show the overrides instead)."""
     try:
-        return [tuple(kv) for kv in json.loads((folder.path / DELTA).read_text())]  # type: ignore[misc]
-    except (OSError, json.JSONDecodeError):
+        pairs = json.loads((folder.path / DELTA).read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
         return None
+    if not isinstance(pairs, list) or not all(isinstance(kv, list) and len(kv) == 2 for kv in pairs):
+        return None
+    return [(str(k), v) for k, v in pairs]
 
 
 def xp_status(folder: XPFolder) -> str:
@@ -112,11 +119,14 @@ class Summary:
 
 
 def summarize(folder: XPFolder) -> Summary:
-    """What `ls` and `info` show of an XP; a damaged folder shows as `corrupt`, naming the file."""
+    """What `ls` and `info` show of an XP; a damaged folder shows as `corrupt`, naming the file
+    (and line), so one bad file never stops a listing of every XP."""
     try:
         return _summarize(folder)
     except UserError as exc:
-        return Summary(sig=folder.sig, folder=folder.path, status=CORRUPT, epoch=0, delta_text="?",
+        delta = read_delta(folder)  # never raises: still names the XP in the listing
+        return Summary(sig=folder.sig, folder=folder.path, status=CORRUPT, epoch=0,
+                       delta_text=format_delta(delta) if delta is not None else "?",
                        history=[], best=None, best_key="", age=time.time() - _last_activity(folder.path),
                        message=str(exc))
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ from baton.__main__ import main
 from baton.config import compose_xp
 from baton.xp import status as st
 from baton.xp.folder import XPFolder, all_xps
-from tests.xp.conftest import baton_cli
+from tests.xp.conftest import REPO, baton_cli
 
 
 def test_dry_run_shows_sigs_that_run_f_accepts(clean_env: Path, capsys: pytest.CaptureFixture):
@@ -84,3 +88,49 @@ def test_grid_runs_locally_and_retries_failed(wait_grid: Path, clean_env: Path):
     assert retry.returncode == 1
     assert (failed.path / "launcher.log").read_text().count("=== ") == 2
     assert "done" in retry.stdout and "failed" in retry.stdout
+
+
+def test_clear_checks_every_xp_before_deleting_any(wait_project: Path, clean_env: Path, tmp_path: Path):
+    release = tmp_path / "release"
+    grids = wait_project / "holdgrids"
+    grids.mkdir()
+    (grids / "__init__.py").write_text("")
+    (grids / "hold.py").write_text(
+        textwrap.dedent(
+            f"""\
+            from baton.xp.explore import explorer
+
+            @explorer(metrics=["train.loss"])
+            def explore(launcher):
+                launcher.bind_(solver="wait")
+                launcher()                                  # XP 0: idle
+                launcher(task={{"release": {str(release)!r}}})  # XP 1: runs until released
+            """
+        )
+    )
+    args = ["grid", "hold", "--package", "holdgrids", "--config-dir", "conf"]
+    assert baton_cli(*args, "--init", cwd=wait_project).returncode == 0
+    (busy,) = [xp for xp in all_xps(clean_env) if any("release" in a for a in xp.argv())]
+    (idle,) = [xp for xp in all_xps(clean_env) if xp.sig != busy.sig]
+    marker = idle.path / "history.jsonl"
+    marker.write_text('{"train": {"loss": 1.0}}\n')
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    running = subprocess.Popen([sys.executable, "-m", "baton", "run", "-f", busy.sig, "--config-dir", "conf"],
+                               cwd=wait_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while st.xp_status(busy) != st.RUNNING:
+            assert running.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        refused = baton_cli(*args, "--clear", "-y", "--dry_run", cwd=wait_project)
+        assert refused.returncode == 2
+        assert marker.exists(), "XP 0 was deleted before XP 1 was found running"
+        assert refused.stderr.startswith("error: grid hold --clear: nothing deleted, ")
+        assert f"XP {busy.sig} is already running (pid {running.pid} " in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1
+    finally:
+        release.touch()
+        assert running.wait(timeout=60) == 0
+    cleared = baton_cli(*args, "--clear", "-y", "--dry_run", cwd=wait_project)
+    assert cleared.returncode == 0, cleared.stderr
+    assert not marker.exists()

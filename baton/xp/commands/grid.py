@@ -1,9 +1,14 @@
-"""`baton grid NAME`: declare a grid's XPs, run the ones not done, show a table until all end."""
+"""`baton grid NAME`: declare a grid's XPs, run the ones not done, show a table until all end.
+
+SIGINT (Ctrl-C), SIGTERM or SIGHUP stops the grid's running XPs at their next checkpoint and
+exits with 128 + signal; a second one kills them at once (see `baton.xp.local_launcher`).
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from baton.errors import UserError
@@ -59,19 +64,42 @@ def main(args: argparse.Namespace) -> int:
             out.print(f"{len(failed)} failed XP(s); `baton grid {args.name} -r` runs them again", markup=False)
         return 0
     out.print(f"grid {args.name}: running {len(launched)} of {len(folders)} XPs, {launcher.jobs} at a time", markup=False)
+
+    def notify(message: str) -> None:
+        out.print(f"grid {args.name}: {message}", markup=False)
+
     if out.is_terminal:
         from rich.live import Live
 
         with Live(table(), console=out, refresh_per_second=1) as live:
-            launcher.wait(lambda: live.update(table()))
+            stopped = launcher.wait(lambda: live.update(table()), notify=notify)
     else:
-        launcher.wait(lambda: None)
+        stopped = launcher.wait(lambda: None, notify=notify)
         out.print(table())
+    if stopped is not None:
+        return _report_stop(args.name, stopped, [f for f in folders if f.sig in launched], out)
     statuses = {f.sig: st.xp_status(f) for f in folders if f.sig in launched}
     bad = [sig for sig, status in statuses.items() if status != st.DONE]
     for sig in bad:
         out.print(f"XP {sig} {statuses[sig]}: see {folders[0].path.parent / sig}/launcher.log", markup=False)
     return 1 if bad else 0
+
+
+def _report_stop(name: str, signum: int, launched: Sequence[Any], out: Any) -> int:
+    """After a stop signal: which XPs to run again, and the exit code 128 + signal, as a shell
+    reports a process stopped by that signal."""
+    import signal
+
+    from baton.xp import status as st
+
+    statuses = [st.xp_status(folder) for folder in launched]
+    resumable = sum(status in (st.KILLED, st.NEW) for status in statuses)
+    out.print(
+        f"grid {name} stopped by {signal.Signals(signum).name}: {resumable} XP(s) killed or not started; "
+        f"`baton grid {name}` runs them again (killed ones resume from their checkpoint)",
+        markup=False,
+    )
+    return 128 + signum
 
 
 def _compose_all(name: str, declared: Sequence[Sequence[str]], config_dir: Sequence[str]) -> list[Any]:
@@ -93,20 +121,35 @@ def _compose_all(name: str, declared: Sequence[Sequence[str]], config_dir: Seque
 
 
 def _clear(name: str, xps: Sequence[Any], assume_yes: bool) -> None:
-    from baton.xp.folder import XPFolder
-    from baton.xp.launch import clear_folder
-    from baton.xp.lock import XPLock
+    """Delete the folders of the grid's XPs, all or none.
 
-    existing = [xp for xp in xps if XPFolder(xp.folder).path.is_dir()]
+    Every XP's lock is taken before anything is deleted, and held until the end: a running XP
+    (lock held by a live process) refuses the whole clear, naming it, with nothing deleted, and
+    no XP can start between the check and the deletion.
+
+    Raises:
+        UserError: an XP is running, or the user did not confirm; nothing was deleted.
+    """
+    from contextlib import ExitStack
+
+    from baton.xp.launch import clear_folder
+    from baton.xp.lock import XPBusyError, XPLock
+
+    existing = [Path(xp.folder) for xp in xps if Path(xp.folder).is_dir()]
     if not existing:
         return
-    if not assume_yes:
-        answer = input(f"delete the folders of {len(existing)} XP(s) of grid {name}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            raise UserError("--clear cancelled; nothing deleted")
-    for xp in existing:
-        with XPLock(xp.folder):  # refuses, naming the process, if the XP is running
-            clear_folder(xp.folder)
+    with ExitStack() as locks:
+        for folder in existing:
+            try:
+                locks.enter_context(XPLock(folder))
+            except XPBusyError as exc:
+                raise UserError(f"grid {name} --clear: nothing deleted, {exc}") from None
+        if not assume_yes:
+            answer = input(f"delete the folders of {len(existing)} XP(s) of grid {name}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise UserError("--clear cancelled; nothing deleted")
+        for folder in existing:
+            clear_folder(folder)
 
 
 def _short_names(deltas: Sequence[Sequence[tuple[str, Any]]]) -> list[str]:

@@ -48,8 +48,8 @@ def main(args: argparse.Namespace) -> int:
     for stage, metrics in (summary.history[-1] if summary.history else {}).items():
         rows.append((f"last {stage}", " | ".join(f"{k} {format_number(v)}" for k, v in metrics.items())))
     width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        out.print(f"{name:<{width}}  {value}", markup=False)
+    for name, value in rows:  # soft_wrap: a long value (an error naming a file) stays one line
+        out.print(f"{name:<{width}}  {value}", markup=False, soft_wrap=True)
     if args.metrics:
         out.print(metrics_table(summary.history))
     if args.tail:

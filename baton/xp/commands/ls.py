@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
 
     from baton.xp.folder import all_xps, xps_dir
     from baton.xp.launch import xp_root
-    from baton.xp.status import summarize
+    from baton.xp.status import CORRUPT, summarize
 
     root = xp_root(args.config_dir)
     summaries = [summarize(xp) for xp in all_xps(root)]
@@ -42,4 +42,7 @@ def main(args: argparse.Namespace) -> int:
         status = f"[{style}]{s.status}[/]" if style else s.status
         table.add_row(s.sig, s.delta_text, status, str(s.epoch), best, format_age(s.age))
     out.print(table)
+    corrupt = [s.sig for s in summaries if s.status == CORRUPT]
+    if corrupt:
+        out.print(f"{len(corrupt)} corrupt XP(s); `baton info -f {corrupt[0]}` names the damaged file", markup=False)
     return 0
