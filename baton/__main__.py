@@ -3,16 +3,45 @@
 Subcommand modules are imported only when chosen, so `baton --help` stays fast. A user error
 (`baton.errors.UserError`) is printed as one line and exits with code 2; `--debug` shows the
 traceback instead.
+
+The working directory is importable, but last on `sys.path` (after site-packages), whether
+baton runs as the `baton` script or as `python -m baton`: a project's own modules are found,
+and a file there named like a library (`rich.py`, `omegaconf.py`) is never imported instead.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
-import traceback
-from collections.abc import Sequence
+
+
+def working_directory_last(path: list[str]) -> None:
+    """Move the working directory (`''`, `'.'` or its full path) to the end of `path`, in place.
+
+    A project's modules stay importable from where `baton` runs (`solver: mypkg.MySolver`,
+    `imports: [mypkg]`, grids), but a stray `rich.py` or `omegaconf.py` there can never shadow
+    a library: site-packages comes first.
+    """
+    cwd = os.getcwd()
+
+    def is_cwd(entry: str) -> bool:
+        try:
+            return entry in ("", ".") or os.path.abspath(entry) == cwd
+        except (OSError, ValueError):
+            return False
+
+    path[:] = [entry for entry in path if not is_cwd(entry)] + [cwd]
+
+
+# `python -m baton` has put the working directory first on sys.path: move it before anything
+# else is imported (the console script never has it there; `main` adds it at the end).
+if __name__ == "__main__":
+    working_directory_last(sys.path)
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 
 # name -> (module, one-line help). The module provides add_arguments(parser) and main(args).
 COMMANDS = {
@@ -60,10 +89,9 @@ def _load(name: str) -> object:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Like `python -m`, make the working directory importable, so a project's solvers
-    # (`solver: mypkg.MySolver`) and grids are found without installing the project.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # Make the working directory importable, so a project's solvers (`solver: mypkg.MySolver`)
+    # and grids are found without installing the project; last, so it never shadows a library.
+    working_directory_last(sys.path)
     top = _top_parser().parse_args(argv)
     debug = top.debug
     from baton.errors import UserError
@@ -82,6 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be
+        from baton.errors import file_system_fault
+
+        fault = file_system_fault(exc)
+        if fault is None or debug:
+            raise
+        print(f"error: {fault}", file=sys.stderr)
+        return fault.exit_code
 
 
 if __name__ == "__main__":

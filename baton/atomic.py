@@ -8,6 +8,10 @@ power cut. On any failure (an exception in the writer, ENOSPC, a signal turned e
 temporary file is removed and the previous file is left as it was. A process killed mid-write
 leaves its temporary behind; `remove_stale_temporaries` finds those by their pattern.
 
+The temporary file is created like any file the user makes (mode 0o666 less the umask, e.g.
+0o644), never with a private 0o600 as `tempfile.mkstemp` would: the renamed file is what the
+team reads. Folders baton makes get 0o777 less the umask for the same reason.
+
 This module sits at the bottom of baton's imports: it uses the standard library only.
 """
 
@@ -59,6 +63,7 @@ def atomic_write(path: str | Path, writer: Writer, *, copies: Iterable[str | Pat
     target = Path(path)
     tmp = temporary_name(target)
     try:
+        # "x": a fresh file, created with 0o666 & ~umask (open's default mode).
         with open(tmp, "xb") as handle:
             writer(handle)
             handle.flush()
@@ -66,6 +71,11 @@ def atomic_write(path: str | Path, writer: Writer, *, copies: Iterable[str | Pat
         for copy in copies:
             atomic_write(copy, lambda out: _copy_from(tmp, out))
         os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # a failed write names no file: say which
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -4,10 +4,12 @@ Layout in an XP folder:
   checkpoint.th            the latest state (end of an epoch, or inside one)
   checkpoint_<epoch>.th    kept end-of-epoch states (keep-last-N, keep-every-K)
 
-A file is `torch.save` of {"format": "baton", "version", "sig", "epoch", "state"}, where `epoch`
-counts finished epochs and `state` is a `SolverState` (declared below; written by
-`baton.solver.snapshot`). Files of older format versions are upgraded on read. Writes go through `baton.atomic` (temporary file in the same folder,
-fsync, rename), so a kill or a full disk leaves the previous file intact. A kept copy is a
+A file is `torch.save` of {"format": "baton", "version", "sig", "solver", "epoch", "state"}. The
+XP's signature and the writing solver's class are checked on load; `epoch` counts finished
+epochs; `state` is a `SolverState` (declared below; written by `baton.solver.snapshot`). Files
+of older format versions are upgraded on read. Writes go through `baton.atomic` (temporary
+file in the same folder, fsync, rename), so a kill or a full disk leaves the previous file
+intact. A kept copy is a
 separate copy, not a hard link: writing into `checkpoint.th` in place (`cp other.th
 checkpoint.th`) must not silently change a kept file too. Old kept files are pruned only after
 the new one is complete.
@@ -31,7 +33,7 @@ from typing import Any, TypedDict
 import torch
 
 from .atomic import atomic_write, remove_stale_temporaries
-from .errors import CheckpointError, UnsafeCheckpointError
+from .errors import CheckpointError, UnsafeCheckpointError, write_failure
 from .state import copy_state
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,8 @@ def write_atomic(obj: Any, path: Path, copy_as: Path | None = None) -> None:
 
 
 def read_checkpoint(
-    path: Path, expected_sig: str | None = None, *, trusted: bool = False
+    path: Path, expected_sig: str | None = None, *, trusted: bool = False,
+    expected_solver: str | None = None,
 ) -> dict[str, Any]:
     """Load and check one checkpoint file.
 
@@ -135,11 +138,11 @@ def read_checkpoint(
             f"checkpoint {path} has format version {data['version']}, newer than this baton "
             f"({VERSION}); upgrade baton to read it"
         )
-    if expected_sig is not None and data.get("sig") not in (None, expected_sig):
-        raise CheckpointError(
-            f"checkpoint {path} belongs to XP {data['sig']}, not {expected_sig} "
-            "(was the folder copied?)"
-        )
+    if expected_sig is not None and data.get("sig") != expected_sig:
+        owner = f"XP {data['sig']}" if data.get("sig") else "no XP (a solver run by hand?)"
+        raise CheckpointError(f"checkpoint {path} belongs to {owner}, not {expected_sig} (was a file copied in?)")
+    if expected_solver is not None and data.get("solver", expected_solver) != expected_solver:
+        raise CheckpointError(f"checkpoint {path} was written by solver {data['solver']}, not {expected_solver}")
     return _upgrade(data)
 
 
@@ -230,9 +233,11 @@ class CheckpointManager:
         keep_every: int | None = None,
         async_save: bool = False,
         trusted: bool = False,
+        solver: str | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.sig = sig
+        self.solver = solver  # 'module.Class' of the writer, checked on load
         self.keep_last = keep_last
         self.keep_every = keep_every
         self.async_save = async_save
@@ -248,7 +253,7 @@ class CheckpointManager:
         """Write `state`; `epoch` is the number of finished epochs."""
         self.wait()
         keep = end_of_epoch and self._should_keep(epoch)
-        payload = {"format": FORMAT, "version": VERSION, "sig": self.sig, "epoch": epoch}
+        payload = {"format": FORMAT, "version": VERSION, "sig": self.sig, "solver": self.solver, "epoch": epoch}
         if not self.async_save:
             self._write({**payload, "state": state}, epoch if keep else None)
             return
@@ -266,9 +271,15 @@ class CheckpointManager:
             self._error = exc
 
     def _write(self, payload: dict[str, Any], keep_epoch: int | None) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         kept = self.folder / kept_name(keep_epoch) if keep_epoch is not None else None
-        write_atomic(payload, self.latest, copy_as=kept)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(payload, self.latest, copy_as=kept)
+        except (OSError, RuntimeError) as exc:  # torch's zip writer says ENOSPC as RuntimeError
+            raise CheckpointError(
+                f"cannot write checkpoint {self.latest}: {write_failure(exc, self.folder)}; the "
+                "previous checkpoint is intact: fix that, then run again to resume from it"
+            ) from None
         if keep_epoch is not None:
             self._prune()
 
@@ -314,7 +325,7 @@ class CheckpointManager:
         errors: list[str] = []
         for path in candidates:
             try:
-                data = read_checkpoint(path, self.sig, trusted=self.trusted)
+                data = read_checkpoint(path, self.sig, trusted=self.trusted, expected_solver=self.solver)
             except UnsafeCheckpointError:
                 raise
             except CheckpointError as exc:
@@ -333,18 +344,19 @@ class CheckpointManager:
 
 
 def exported_weights(
-    folder: Path, source: str = "best", *, trusted: bool = False
+    folder: Path, source: str = "best", *, trusted: bool = False, sig: str | None = None
 ) -> dict[str, Any]:
     """Plain weights from an XP's latest checkpoint, loadable with `module.load_state_dict`.
 
     Args:
         source: 'best' (the best state by `best_metric`), 'ema' (the EMA weights), or 'last'.
         trusted: load the checkpoint with full unpickling (see `read_checkpoint`).
+        sig: the XP's signature: a checkpoint of another XP (or of none) is refused.
     Returns:
         The state dict of the model when a single one is registered for that source, else a
         dict mapping each registered name to its state dict.
     """
-    data = CheckpointManager(Path(folder), trusted=trusted).load()
+    data = CheckpointManager(Path(folder), sig, trusted=trusted).load()
     if data is None:
         raise CheckpointError(f"no checkpoint in {folder}; train the XP first")
     state = data["state"]

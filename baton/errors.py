@@ -4,6 +4,19 @@ The CLI prints `str(error)` and exits with code 2 (no traceback unless `--debug`
 for bad input (config, CLI arguments, audio files, checkpoints), never for bugs in baton.
 """
 
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+# File-system faults a user can fix (space, permissions, a wrong path): one line, not a traceback.
+FILE_SYSTEM_FAULTS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+    errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
+}
+
 
 class UserError(Exception):
     """Bad input from the user. The message is one line: what, where, and the fix."""
@@ -38,3 +51,41 @@ def yaml_error_line(exc: Exception) -> str:
 
 class DistributedError(UserError):
     """Ranks disagree on something they must share (e.g. the model they built)."""
+
+
+def write_failure(exc: BaseException, folder: str | Path) -> str:
+    """Why a write into `folder` failed, in words: 'No space left on device (/mnt/xps)'.
+
+    torch's zip writer reports a full disk as 'unexpected pos ...' without an errno, so such an
+    error is explained by the folder's free space when that is (nearly) exhausted.
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{os.strerror(exc.errno)} ({mount_point(folder)})"
+    try:
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return f"{os.strerror(errno.ENOSPC)} ({mount_point(folder)})"
+    except OSError:
+        pass
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def mount_point(path: str | Path) -> str:
+    """The mount point holding `path` (what a user frees space on or remounts)."""
+    current = Path(path).resolve()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    while not os.path.ismount(current) and current != current.parent:
+        current = current.parent
+    return str(current)
+
+
+def file_system_fault(exc: OSError) -> UserError | None:
+    """A one-line UserError for a file-system fault the user can fix, else None (a bug)."""
+    if exc.errno not in FILE_SYSTEM_FAULTS:
+        return None
+    path = exc.filename or ""
+    where = Path(path).parent if path else Path.cwd()
+    return UserError(
+        f"cannot write {path or 'a file'}: {write_failure(exc, where)}; free space, fix the "
+        "permissions, or point baton elsewhere (BATON_XP_DIR, xp.root, -o)"
+    )

@@ -18,6 +18,7 @@ from baton.atomic import (
     write_bytes_atomic,
     write_text_atomic,
 )
+from tests.helpers import mode, umask
 
 
 def test_a_new_file_appears_complete_and_no_temporary_is_left(tmp_path: Path) -> None:
@@ -120,3 +121,13 @@ def test_stale_temporaries_are_found_by_target_name_and_removed(tmp_path: Path) 
     remove_stale_temporaries(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.th"]
     assert stale_temporaries(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_files_follow_the_umask_not_a_private_mode(tmp_path: Path, mask: int, expected: int) -> None:
+    target, copy = tmp_path / "history.jsonl", tmp_path / "copy.jsonl"
+    with umask(mask):
+        atomic_write(target, lambda handle: handle.write(b"{}\n"), copies=[copy])
+        assert mode(target) == mode(copy) == expected
+        write_text_atomic(target, "replaced\n")  # a replacement too: it is a new file
+    assert mode(target) == expected

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     if as_safetensors:
         _require_safetensors()  # before loading anything: fail fast on a missing extra
     folder = find_xp(args.sig, xp_root(args.config_dir))
-    weights = exported_weights(folder.path, args.source, trusted=args.trust)
+    weights = exported_weights(folder.path, args.source, trusted=args.trust, sig=folder.sig)
     output.parent.mkdir(parents=True, exist_ok=True)
     if as_safetensors:
         metadata = {"format": "pt", "baton_sig": folder.sig, "baton_source": args.source}
