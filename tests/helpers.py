@@ -1,7 +1,11 @@
-"""Shared test helpers: compose baton's configs without the CLI."""
+"""Shared test helpers: compose baton's configs without the CLI; set the umask for a block."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,3 +22,18 @@ def example_config(folder: Path | str, *overrides: str) -> Any:
         return compose(
             "config", overrides=["solver=example", f"xp.folder={folder}", *overrides]
         )
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block under `mask` (the process's umask), then restore the previous one."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    """Permission bits of `path` (0o644, 0o755, ...)."""
+    return stat.S_IMODE(path.stat().st_mode)

@@ -1,11 +1,13 @@
 """`//reference/...`: paths to shared data that live in a different place on each cluster.
 
 Any string value that starts with `//reference/` is rewritten against the environment's
-reference dir, so one config (and one signature) works on every cluster.
+reference dir, so one config (and one signature) works on every cluster. The rest of the value
+must stay inside that dir once normalised: `//reference/../x` or `//reference//etc` is refused.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ def resolve_references(cfg: Any, env: Env) -> None:
     """Rewrite `//reference/...` strings in a resolved DictConfig, in place.
 
     Raises:
-        ConfigError: a value uses the prefix and no reference dir is set, or it does not exist.
+        ConfigError: a value uses the prefix and no reference dir is set, or it does not exist,
+            or the value leads outside it (`..`, an absolute path after the prefix).
     """
     from omegaconf import DictConfig, ListConfig
 
@@ -50,4 +53,13 @@ def _resolve(value: str, key: str, env: Env) -> str:
             f"config key '{key}' is '{value}' but the reference dir {root} "
             f"(from {env.reference_origin}) does not exist"
         )
-    return str(root / value[len(PREFIX):])
+    # Lexical normalisation, not resolve(): a symlink inside the reference dir that points to
+    # another disk is how clusters share data, but `..` (or an absolute rest) leaves the dir.
+    base = os.path.normpath(os.path.abspath(root))
+    target = os.path.normpath(os.path.join(base, value[len(PREFIX):]))
+    if os.path.commonpath([base, target]) != base:
+        raise ConfigError(
+            f"config key '{key}' is '{value}', which leads outside the reference dir {base}; "
+            f"write a path inside it, without '..' or a leading '/' after {PREFIX}"
+        )
+    return target

@@ -28,6 +28,7 @@ _EXPORTS = {
     "read_audio": "audio",
     "write_wav": "audio",
     "audio_info": "audio",
+    "safe_filename": "names",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .collate import collate_audio
 from .rng import derive_seed, seed_worker
 from .sampler import ResumableSampler
+from .stream import no_batch_error
 
 # Keeps the loader's generator independent of the sampler's, which is seeded by (seed, epoch).
 _LOADER_SALT = 0x10AD
@@ -47,6 +48,10 @@ def build_loader(
             instead of wrapping around to give every rank the same count.
         batch_sampler: e.g. a `BucketBatchSampler`; replaces the ResumableSampler.
         rank, world_size: default to the current process group's.
+
+    Raises:
+        ConfigError: with `drop_last`, fewer items per rank than one batch (the loader would
+            yield nothing); the message names items, batch size and world size.
     """
     generator = torch.Generator().manual_seed(derive_seed(seed, _LOADER_SALT))
     extra: dict[str, Any] = {}
@@ -66,5 +71,9 @@ def build_loader(
     if batch_size is None:
         raise ValueError("build_loader needs batch_size or batch_sampler")
     sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)  # type: ignore[arg-type]
+    if drop_last and sampler.per_rank < batch_size:
+        # Caught here, before a model is built, rather than at the first training step.
+        raise no_batch_error(items=sampler.num_items, per_rank=sampler.per_rank,
+                             batch_size=batch_size, world_size=sampler.world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
 

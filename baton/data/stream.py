@@ -21,13 +21,44 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from ..errors import ConfigError
 from .rng import derive_seed
 from .sampler import ResumableSampler
 
 logger = logging.getLogger(__name__)
 
 
+def no_batch_error(*, items: int, per_rank: int, batch_size: int, world_size: int) -> ConfigError:
+    """The one-line error for training data that cannot fill one batch of `batch_size` (per
+    rank) when partial batches are dropped: it names the numbers and the fix.
+
+    Args:
+        items: items in the dataset; per_rank: this rank's share of them (what its sampler
+            yields in one epoch).
+    """
+    if items == 0:
+        return ConfigError(
+            "no batch to train on: the training data has 0 items; check its manifest "
+            "(and dataset.min_duration/max_duration) or add data"
+        )
+    fix = f"set dataset.batch_size to {per_rank * world_size} or less, " if per_rank else ""
+    return ConfigError(
+        f"no batch to train on: {items} item(s) give {per_rank} per rank on {world_size} "
+        f"rank(s), fewer than one batch of {batch_size} per rank (global batch size "
+        f"{batch_size * world_size}), and drop_last drops partial batches; {fix}"
+        "set dataset.drop_last=false, or add data"
+    )
+
+
 class BatchStream:
+    """The training batches of `loader`, epoch after epoch, from a position a checkpoint holds.
+
+    Raises:
+        ConfigError: (at construction) the loader cannot yield a single batch, e.g. fewer
+            items than one batch with drop_last; the message names items, batch size and
+            world size.
+    """
+
     def __init__(self, loader: DataLoader, seed: int = 0) -> None:
         if getattr(loader, "persistent_workers", False) and hasattr(loader.dataset, "set_epoch"):
             raise ValueError(
@@ -40,6 +71,31 @@ class BatchStream:
         self.position = 0
         self._iterator: Any = None
         self._warned = False
+        self._check_yields_batches()
+
+    def _check_yields_batches(self) -> None:
+        try:
+            batches = len(self)
+        except TypeError:
+            return  # an iterable dataset: its length is unknown until it runs out
+        if batches > 0:
+            return
+        loader = self.loader
+        sampler: Any = loader.sampler
+        try:
+            items = len(loader.dataset)  # type: ignore[arg-type]
+        except TypeError:
+            items = 0
+        if loader.batch_size is None:  # a batch sampler of the user's
+            raise ConfigError(
+                f"no batch to train on: the training loader's batch sampler yields none from "
+                f"{items} item(s); lower its batch size or add data"
+            )
+        if isinstance(sampler, ResumableSampler):
+            items, per_rank, world = sampler.num_items, sampler.per_rank, sampler.world_size
+        else:
+            per_rank, world = len(sampler), int(getattr(sampler, "num_replicas", 1))
+        raise no_batch_error(items=items, per_rank=per_rank, batch_size=loader.batch_size, world_size=world)
 
     def _start(self) -> None:
         loader = self.loader
@@ -92,7 +148,10 @@ class BatchStream:
             try:
                 batch = next(self._iterator)
             except StopIteration:
-                raise RuntimeError("the training loader yields no batch: is the dataset empty?") from None
+                raise ConfigError(
+                    "no batch to train on: the training loader yields none; check that the "
+                    "training data is not empty and holds at least one batch"
+                ) from None
         self.position += 1
         return batch
 

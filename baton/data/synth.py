@@ -6,27 +6,29 @@ files on any machine. The classes overlap on purpose (notes and slow chirps shar
 ranges, noise colours blur under additive noise at low SNR, fast pulse trains sound pitched)
 so a classifier has something to learn beyond the first epoch.
 
-Layout, under the data cache (`BATON_DATA_DIR`, default `<parent of the XP root>/data_cache`):
+Layout, under the data cache (`BATON_DATA_DIR`, else `./data_cache` in the working directory):
 
     synth/v<VERSION>-seed<seed>/{train,valid,test}.jsonl
     synth/v<VERSION>-seed<seed>/{train,valid,test}/<index>_<label>.wav
 
 The folder is written under a temporary name and renamed into place, so a half-written
 dataset is never visible and two processes racing to create it both end up using one copy.
+Files and folders get the user's umask (e.g. 0o644 and 0o755), so a team can share the cache.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import temporary_name
 from .audio import write_wav
 from .manifest import AudioMeta, write_manifest
+from .names import safe_filename
 from .rng import derive_seed
 
 VERSION = 1
@@ -45,16 +47,15 @@ CLASSES = (
 )
 
 
-def data_dir(xp_root: str | Path | None = None) -> Path:
-    """The data cache: `BATON_DATA_DIR`, else `data_cache` beside the XP root.
+def data_dir() -> Path:
+    """The data cache: `BATON_DATA_DIR`, else `./data_cache` in the working directory.
 
-    The XP root is `xp_root`, else `BATON_XP_DIR`, else `./outputs`, so by default the cache is
-    `./data_cache`. Never /tmp: a cache there vanishes on reboot and is shared between users.
+    It does not follow the XP root (`BATON_XP_DIR` often points to scratch space or /tmp,
+    which is wiped and shared between users): point `BATON_DATA_DIR` at a folder to move it.
     """
     if os.environ.get("BATON_DATA_DIR"):
-        return Path(os.environ["BATON_DATA_DIR"]).expanduser()
-    root = Path(xp_root or os.environ.get("BATON_XP_DIR") or "outputs").expanduser()
-    return root.resolve().parent / "data_cache"
+        return Path(os.environ["BATON_DATA_DIR"]).expanduser().absolute()
+    return Path.cwd() / "data_cache"
 
 
 def dataset_folder(root: str | Path | None = None, seed: int = 0) -> Path:
@@ -68,7 +69,10 @@ def ensure_synth(root: str | Path | None = None, seed: int = 0) -> Path:
     if folder.is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    # A plain mkdir, not tempfile.mkdtemp: the folder is renamed into place and must get the
+    # user's umask (0o777 less it, e.g. 0o755), not mkdtemp's private 0o700.
+    tmp = temporary_name(folder)
+    tmp.mkdir()
     try:
         generate(tmp, seed)
         os.rename(tmp, folder)
@@ -97,7 +101,7 @@ def generate(folder: str | Path, seed: int) -> None:
         entries = []
         for index in range(count):
             wav, label, extra = make_example(seed, split_id, index)
-            path = folder / split / f"{index:04d}_{label}.wav"
+            path = folder / split / f"{index:04d}_{safe_filename(label)}.wav"
             write_wav(path, wav, SAMPLE_RATE)
             entries.append(
                 AudioMeta(

@@ -8,7 +8,9 @@ output's scale free. Together they converge quickly, which a short CPU run needs
 
 `evaluate` reports SI-SNR and mel distance on the test split at each configured number of
 codebooks (`evaluate.n_q`, i.e. bandwidth); `generate` writes original and reconstructed WAVs
-under samples/<epoch>/. An adversarial term is not part of this task yet (it needs config-driven steps, a later issue).
+under samples/<epoch>/, named `<n>_<label>_{original,reconstructed}.wav` with the label made a
+safe file name (`baton.data.names.safe_filename`). An adversarial term is not part of this
+task yet (it needs config-driven steps, a later issue).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class CompressionSolver(StandardSolver):
     def generate(self) -> dict[str, float]:
         """Write original/reconstructed pairs of the first `generate.num_samples` test items."""
         from ..data.audio import write_wav
+        from ..data.names import safe_filename
 
         folder = self.folder / "samples" / str(self.epoch)
         folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +141,8 @@ class CompressionSolver(StandardSolver):
                 length = int(batch.lengths[i])
                 stem = f"{written:02d}"
                 if batch.infos is not None and batch.infos[i].label:
-                    stem += f"_{batch.infos[i].label}"
+                    # A label is data (`speech/male`, `../x`): a name, never a path.
+                    stem += f"_{safe_filename(batch.infos[i].label)}"
                 write_wav(folder / f"{stem}_original.wav", batch.wav[i, :, :length].cpu(), self.model.sample_rate)
                 write_wav(folder / f"{stem}_reconstructed.wav", y[i, :, :length].clamp(-1, 1).cpu(), self.model.sample_rate)
                 written += 1

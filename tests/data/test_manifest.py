@@ -8,6 +8,7 @@ from baton.data import cli
 from baton.data.manifest import read_manifest, scan_folder, write_manifest
 from baton.errors import DataError, UserError
 from tests.data.audio_files import manifest_line, write_corrupt, write_manifest_lines, write_tone
+from tests.helpers import mode, umask
 
 
 def test_scan_labels_files_from_their_folder_and_reports_unreadable_ones(tmp_path: Path):
@@ -85,3 +86,13 @@ def test_cli_manifest_without_output_says_how_to_call_it(tmp_path: Path):
     cli.add_arguments(parser)
     with pytest.raises(UserError, match="needs a folder and -o FILE.jsonl"):
         cli.main(parser.parse_intermixed_args(["manifest", str(tmp_path)]))
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_a_written_manifest_follows_the_umask(tmp_path: Path, mask: int, file_mode: int, folder_mode: int):
+    wav = write_tone(tmp_path / "a.wav", 0.5)
+    manifest = tmp_path / "new" / "train.jsonl"
+    with umask(mask):
+        write_manifest(manifest, scan_folder(tmp_path, progress=False).entries)
+    assert mode(manifest) == file_mode and mode(manifest.parent) == folder_mode
+    assert [e.path for e in read_manifest(manifest)] == [str(wav)]

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from baton.data.rng import sample_generator
 from baton.data.sampler import ResumableSampler
 from baton.data.stream import BatchStream
+from baton.errors import ConfigError
 
 
 class Augmented(Dataset):
@@ -79,3 +80,22 @@ def test_persistent_workers_are_refused_for_epoch_aware_datasets() -> None:
     dataset = Augmented()
     with pytest.raises(ValueError, match="persistent_workers=True"):
         BatchStream(DataLoader(dataset, num_workers=1, persistent_workers=True))
+
+
+def test_fewer_items_than_one_batch_is_one_line_naming_the_numbers() -> None:
+    """Rank 0 of 2: 5 items wrap to 3 per rank, fewer than a batch of 4 that drop_last drops."""
+    dataset = TensorDataset(torch.arange(5))
+    sampler = ResumableSampler(dataset, rank=0, world_size=2)
+    with pytest.raises(ConfigError) as error:
+        BatchStream(DataLoader(dataset, batch_size=4, sampler=sampler, drop_last=True))
+    assert str(error.value) == (
+        "no batch to train on: 5 item(s) give 3 per rank on 2 rank(s), fewer than one batch of 4 "
+        "per rank (global batch size 8), and drop_last drops partial batches; set "
+        "dataset.batch_size to 6 or less, set dataset.drop_last=false, or add data"
+    )
+    assert len(BatchStream(DataLoader(dataset, batch_size=3, sampler=sampler, drop_last=True))) == 1
+
+
+def test_an_empty_training_set_is_named_as_such() -> None:
+    with pytest.raises(ConfigError, match="^no batch to train on: the training data has 0 items; check its manifest"):
+        BatchStream(DataLoader(TensorDataset(torch.arange(0)), batch_size=2))

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from baton.data import AudioDataset, cli, read_manifest, synth
+from tests.helpers import mode, umask
 
 
 @pytest.fixture
@@ -57,10 +58,34 @@ def test_cache_location_follows_the_environment(monkeypatch, tmp_path: Path):
     monkeypatch.delenv("BATON_XP_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     assert synth.data_dir() == tmp_path / "data_cache"
-    monkeypatch.setenv("BATON_XP_DIR", str(tmp_path / "exp" / "xps_root"))
-    assert synth.data_dir() == tmp_path / "exp" / "data_cache"
     monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path / "mine"))
     assert synth.data_dir() == tmp_path / "mine"
+    monkeypatch.setenv("BATON_DATA_DIR", "relative")
+    assert synth.data_dir() == tmp_path / "relative"
+
+
+def test_cache_does_not_follow_the_xp_root_into_tmp(monkeypatch, tmp_path: Path):
+    """XPs on scratch space (/tmp is wiped, and shared between users) keep the cache where
+    the user works: `./data_cache`, or BATON_DATA_DIR."""
+    monkeypatch.delenv("BATON_DATA_DIR", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("BATON_XP_DIR", "/tmp/baton_xps")
+    assert synth.data_dir() == work / "data_cache"
+    monkeypatch.setenv("BATON_XP_DIR", str(tmp_path / "scratch" / "xps"))
+    assert synth.data_dir() == work / "data_cache"
+
+
+def test_dataset_files_and_folders_follow_the_umask(tmp_path: Path):
+    with umask(0o022):
+        folder = synth.ensure_synth(tmp_path / "cache" / "synth", seed=0)
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary left
+    folders = [tmp_path / "cache", folder.parent, folder, *(p for p in folder.rglob("*") if p.is_dir())]
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert len(files) == sum(synth.SPLITS.values()) + len(synth.SPLITS)
+    assert {mode(p) for p in folders} == {0o755}
+    assert {mode(p) for p in files} == {0o644}
 
 
 @pytest.mark.slow

@@ -160,8 +160,11 @@ def test_compile_trains_and_checkpoints_plain_keys(tmp_path: Path) -> None:
 
 
 def test_an_epoch_without_updates_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="an epoch has no update: 0 training batch"):
+    # The training stream says why first: the items, the batch size and the world size.
+    with pytest.raises(ConfigError, match=r"256 item\(s\) give 256 per rank on 1 rank\(s\), fewer than one batch of 512"):
         solver(tmp_path, "dataset.batch_size=512")  # 256 items, drop_last
+    with pytest.raises(ConfigError, match="an epoch has no update: 2 training batch"):
+        solver(tmp_path / "accumulating", "dataset.batch_size=128", "optim.grad_accumulation=3")
 
 
 def test_two_xps_in_one_process_keep_their_logs_apart(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ import pytest
 import soundfile
 
 from baton.config import compose
+from baton.errors import ConfigError
 from baton.tasks.compression import CompressionSolver
+from tests.data.audio_files import manifest_line, write_manifest_lines, write_tone
 
 SHORT = ["solver=compression/debug", "optim.epochs=2", "optim.updates_per_epoch=12",
          "dataset.batch_size=8", "evaluate.n_q=[1,4]", "generate.num_samples=2",
@@ -45,3 +47,43 @@ def test_gpu_size_config_composes_and_builds(env: Path) -> None:
     model = build_compression_model(cfg.model)
     assert model.hop_length == 320 and model.bandwidth() == pytest.approx(6.0)
     assert cfg.autocast and cfg.device == "auto"
+
+
+def labelled_manifest(folder: Path, labels: list[str]) -> Path:
+    """One second of tone per label, and its manifest: a user's own data."""
+    lines = [manifest_line(write_tone(folder / f"{i}.wav", 1.0, freq=220.0 * (i + 1)), 1.0, label=label)
+             for i, label in enumerate(labels)]
+    return write_manifest_lines(folder / "data.jsonl", lines)
+
+
+def on_manifest(manifest: Path, *overrides: str) -> list[str]:
+    """SHORT, every split reading `manifest`."""
+    splits = [f"dataset.{split}.manifest={manifest}" for split in ("train", "valid", "evaluate", "generate")]
+    return [*SHORT, *splits, *overrides]
+
+
+def test_labels_from_the_manifest_are_names_not_paths(env: Path) -> None:
+    labels = ["speech/male", "../../escape", ".hidden", "/etc/passwd"]
+    manifest = labelled_manifest(env / "mine", labels)
+    cfg = compose(on_manifest(manifest, "optim.epochs=1", "optim.updates_per_epoch=2",
+                              "dataset.batch_size=4", "generate.num_samples=4", "evaluate.n_q=[4]"))
+    CompressionSolver(cfg).run()
+
+    samples = Path(cfg.xp.folder) / "samples" / "1"
+    assert sorted(p.name for p in samples.iterdir()) == sorted(
+        f"{i:02d}_{name}_{kind}.wav"
+        for i, name in enumerate(["speech_male", "_.._escape", "hidden", "_etc_passwd"])
+        for kind in ("original", "reconstructed")
+    )
+    written = {p for p in env.rglob("*.wav")} - set((env / "mine").glob("*.wav"))
+    assert written == set(samples.iterdir())  # nothing outside samples/1/
+
+
+def test_fewer_items_than_one_batch_is_one_line_naming_the_numbers(env: Path) -> None:
+    manifest = labelled_manifest(env / "mine", ["a", "b", "c"])
+    with pytest.raises(ConfigError) as error:
+        CompressionSolver(compose(on_manifest(manifest, "dataset.batch_size=8")))
+    message = str(error.value)
+    assert "\n" not in message
+    assert "3 item(s) give 3 per rank on 1 rank(s), fewer than one batch of 8 per rank" in message
+    assert "set dataset.batch_size to 3 or less, set dataset.drop_last=false" in message
