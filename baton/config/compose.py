@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from baton.config import signature as sig_mod
 from baton.config.env import Env, load_env
 from baton.config.overrides import Override, dedupe, parse_overrides
+from baton.config.project import find_project, unique
 from baton.config.reference import resolve_references
-from baton.config.search import config_dirs, find_config_file, group_options
+from baton.config.search import config_dirs, find_config_file, group_options, search_places
 from baton.config.suggest import did_you_mean
 from baton.errors import ConfigError, yaml_error_line
 
@@ -36,6 +37,10 @@ class Composition:
     env: Env
     choices: dict[str, str | None]
     config_dirs: list[Path]
+    # Every leaf that shapes the run, as composed (before interpolations and //reference paths
+    # are resolved, so it is the same on every cluster), minus `xp.exclude`: what an XP's
+    # stored copy is compared with before it resumes (config drift).
+    settings: dict[str, Any]
 
     @property
     def folder(self) -> Path:
@@ -61,7 +66,7 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
     groups = [o for o in parsed if o.is_group]
     values = [o for o in parsed if not o.is_group]
     for override in groups:
-        _check_group_option(override, dirs)
+        _check_group_option(override, dirs, config_dir)
 
     # The solver's own choices are the reference a group choice is compared with.
     solver_only = [o.text for o in groups if o.key == "solver"]
@@ -84,9 +89,12 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
     else:
         full, choices = base, base_choices
 
-    delta = sig_mod.leaf_delta(_plain(base), _plain(full)) + sig_mod.choice_delta(reference, choices)
+    plain = _plain(full)
+    delta = sig_mod.leaf_delta(_plain(base), plain) + sig_mod.choice_delta(reference, choices)
     delta = sig_mod.exclude(delta, list(full.xp.exclude or []))
     sig = sig_mod.signature(delta)
+    settings = dict(sig_mod.exclude(sig_mod.flatten(plain).items(), list(full.xp.exclude or [])))
+    settings.update({f"<group {group}>": option for group, option in choices.items()})
 
     env = load_env(dirs, xp_root=full.xp.root)
     _check_missing(full, choices, dirs)
@@ -95,6 +103,7 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
         full.xp.sig = sig
         full.xp.folder = str(Path(env.xp_root) / "xps" / sig)
         full.env = env.as_dict()
+        full.imports = _with_project_imports(full.get("imports"))
     _resolve(full)
     resolve_references(full, env)
     OmegaConf.set_struct(full, True)
@@ -106,6 +115,7 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
         env=env,
         choices=choices,
         config_dirs=list(dirs),
+        settings=settings,
     )
 
 
@@ -153,18 +163,30 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
-def _check_group_option(override: Override, dirs: Sequence[Path]) -> None:
+def _check_group_option(
+    override: Override, dirs: Sequence[Path], config_dir: str | Sequence[str] | None = None
+) -> None:
     if override.prefix == "~" or override.value is None:
         return
     options = group_options(override.key, dirs)
     if not isinstance(override.value, str) or override.value not in options:
         option = str(override.value)
-        hint = did_you_mean(option, options)
-        where = "" if hint else " (a project's own options need --config-dir DIR or BATON_CONFIG_PATH)"
         raise ConfigError(
             f"unknown option '{option}' for config group '{override.key}' in '{override.text}'"
-            f"{hint}; options: {', '.join(options)}{where}"
+            f"{did_you_mean(option, options)}; options: {', '.join(options)}; {search_places(config_dir)}"
         )
+
+
+def _with_project_imports(imports: Any) -> list[str]:
+    """The config's `imports:` followed by the project file's `imports`, each once; the
+    project's folder becomes importable. After the signature and the stored settings are taken:
+    where a project lists its modules never changes an XP."""
+    modules = [str(m) for m in (imports or [])]
+    project = find_project()
+    if project is None:
+        return modules
+    project.make_importable()
+    return unique([*modules, *project.imports])
 
 
 def _check_values(values: Sequence[Override], base: DictConfig) -> dict[str, Any]:

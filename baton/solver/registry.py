@@ -22,12 +22,18 @@ def register_solver(name: str):
 
     def decorator(cls: type) -> type:
         previous = _SOLVERS.get(name)
-        if previous is not None and previous is not cls:
-            raise ValueError(f"solver name '{name}' is taken by {previous.__module__}.{previous.__qualname__}")
+        # The same class defined again (a notebook cell run twice, importlib.reload) replaces
+        # the old definition; another class under a taken name is a mistake.
+        if previous is not None and _qualified(previous) != _qualified(cls):
+            raise ValueError(f"solver name '{name}' is taken by {_qualified(previous)}; pick another name")
         _SOLVERS[name] = cls
         return cls
 
     return decorator
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register_builtin(name: str, module: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ from baton.config import Composition, config_dirs, load_env
 from baton.config.overrides import dedupe, parse_overrides
 from baton.errors import ConfigError, UserError
 from baton.xp import status as st
+from baton.xp.drift import check_config_drift, write_settings
 from baton.xp.envinfo import describe
 from baton.xp.folder import ENV_LOG, XPFolder, find_xp
 from baton.xp.lock import LOCK, Heartbeat, XPLock
@@ -64,12 +65,17 @@ def solver_class(cfg: Any) -> type[BaseSolver]:
         try:
             importlib.import_module(str(module))
         except ImportError as exc:
-            raise ConfigError(f"imports: cannot import '{module}' ({exc})") from None
+            from baton.config.project import no_project_note
+
+            raise ConfigError(f"imports: cannot import '{module}' ({exc}){no_project_note()}") from None
     try:
         cls: type[BaseSolver] = get_solver_class(str(cfg.solver))
         return cls
     except KeyError as exc:
-        raise ConfigError(f"config key 'solver': {exc.args[0]}") from None
+        from baton.config.search import solver_search_places
+
+        places = solver_search_places(list(cfg.get("imports") or []))
+        raise ConfigError(f"config key 'solver': {exc.args[0]}; {places}") from None
 
 
 def clear_folder(folder: Path) -> None:
@@ -83,10 +89,16 @@ def clear_folder(folder: Path) -> None:
             path.unlink()
 
 
-def run_xp(xp: Composition, *, clear: bool = False, argv: Sequence[str] = ()) -> str:
+def run_xp(
+    xp: Composition, *, clear: bool = False, argv: Sequence[str] = (), accept_config_change: bool = False,
+    on_start: Callable[[], None] | None = None,
+) -> str:
     """Run the solver of a composed XP in this process, holding the XP's lock.
 
     Returns the status it ended in: done, or killed when it stopped before `optim.epochs`.
+    An XP that ran under other settings (an edited default) is refused unless
+    `accept_config_change` (see `baton.xp.drift`). A finished XP returns done at once, without
+    building its data and model. `on_start` is called (rank 0) when training is about to start.
 
     Raises:
         XPBusyError: another process is running this XP; nothing is touched.
@@ -99,7 +111,7 @@ def run_xp(xp: Composition, *, clear: bool = False, argv: Sequence[str] = ()) ->
     distrib.init()
     in_step = False
     try:
-        status = _run_rank(cls, xp, clear, argv)
+        status = _run_rank(cls, xp, clear, argv, accept_config_change, on_start)
         in_step = True
         return status
     except Interrupted:
@@ -109,15 +121,20 @@ def run_xp(xp: Composition, *, clear: bool = False, argv: Sequence[str] = ()) ->
         distrib.shutdown(in_step=in_step)
 
 
-def _run_rank(cls: type[BaseSolver], xp: Composition, clear: bool, argv: Sequence[str]) -> str:
+def _run_rank(
+    cls: type[BaseSolver], xp: Composition, clear: bool, argv: Sequence[str], accept_config_change: bool,
+    on_start: Callable[[], None] | None,
+) -> str:
     from baton import distrib
 
     if not distrib.is_rank_zero():
         # Rank 0 owns the folder's files; the others wait until it holds the lock and has
-        # cleared/initialised the folder (or was refused), then only train.
-        refusal = distrib.broadcast_object(None)
-        if refusal is not None:
-            raise UserError(refusal)
+        # cleared/initialised the folder (or was refused, or found the XP done), then only train.
+        word = distrib.broadcast_object(None)
+        if word == _ALREADY_DONE:
+            return st.DONE
+        if word is not None:
+            raise UserError(word)
         with cls.from_config(xp.cfg) as solver:
             solver.run()
         return st.DONE
@@ -127,15 +144,26 @@ def _run_rank(cls: type[BaseSolver], xp: Composition, clear: bool, argv: Sequenc
         with XPLock(folder.path), Heartbeat(folder.path):
             if clear:
                 clear_folder(folder.path)
+            accepted = check_config_drift(folder, xp, accept=accept_config_change)
+            if _is_done(folder):  # nothing to train: no data or model is built
+                if accepted:  # the new config is the XP's record from now on
+                    folder.write_config(xp.cfg)
+                    write_settings(folder, xp)
+                released = True
+                distrib.broadcast_object(_ALREADY_DONE)
+                return st.DONE
             init_xp(xp)
             with _build_solver(cls, xp, folder) as solver:
                 # Built: only now does this run's config replace the XP's record of it.
                 folder.write_config(xp.cfg)
+                write_settings(folder, xp)
                 with open(folder.path / ENV_LOG, "a") as handle:
                     handle.write(describe(argv or xp.overrides, xp.config_dirs))
                 st.clear_exit(folder)
                 released = True
                 distrib.broadcast_object(None)
+                if on_start is not None:
+                    on_start()
                 return _run_solver(solver, xp, folder)
     except BaseException as exc:
         if not released:  # the other ranks are waiting for rank 0's word: never leave them hanging
@@ -143,6 +171,15 @@ def _run_rank(cls: type[BaseSolver], xp: Composition, clear: bool, argv: Sequenc
         if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file
             raise OSError(exc.errno, exc.strerror, str(folder.path)) from exc
         raise
+
+
+_ALREADY_DONE = "<done>"  # rank 0's word to the other ranks when the XP has nothing left to do
+
+
+def _is_done(folder: XPFolder) -> bool:
+    """The XP finished (or stopped early by should_stop) and its checkpoint is there."""
+    record = st.read_exit(folder)
+    return bool(record and record.get("status") == st.DONE and (folder.path / "checkpoint.th").exists())
 
 
 def _build_solver(cls: type[BaseSolver], xp: Composition, folder: XPFolder) -> BaseSolver:

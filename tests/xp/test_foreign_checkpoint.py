@@ -11,6 +11,8 @@ import pytest
 
 from baton.errors import CheckpointError
 from baton.tasks.example import ExampleSolver
+from baton.xp import status as st
+from baton.xp.folder import XPFolder
 from tests.helpers import example_config
 from tests.xp.conftest import QUICK, baton_cli
 
@@ -26,6 +28,7 @@ def by_hand(folder: Path, *overrides: str) -> None:
 def test_a_checkpoint_without_the_xps_sig_is_refused_by_run_and_export(clean_env: Path, tmp_path: Path) -> None:
     assert baton_cli("run", *QUICK).returncode == 0
     (folder,) = clean_env.glob("xps/*")
+    st.write_exit(XPFolder(folder), st.KILLED, "stopped by SIGTERM during epoch 1")  # to resume
     by_hand(tmp_path / "other", "task.hidden=8")
     for kept in folder.glob("checkpoint*.th"):
         kept.unlink()

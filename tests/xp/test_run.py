@@ -33,16 +33,29 @@ def test_run_writes_the_xp_folder(clean_env: Path):
     assert st.xp_status(xp) == st.DONE and len(xp.history()) == 1
 
 
-def test_run_twice_resumes_in_the_same_folder(clean_env: Path):
+def test_run_twice_finds_the_same_xp_done(clean_env: Path, capsys: pytest.CaptureFixture):
     assert main(["run", *QUICK, "optim.epochs=1"]) == 0
     xp = only_xp(clean_env)
     checkpoint = (xp.path / "checkpoint_1.th").stat().st_mtime_ns
+    capsys.readouterr()
     assert main(["run", "optim.epochs=1", *reversed(QUICK)]) == 0
+    out = capsys.readouterr().out
     assert only_xp(clean_env).sig == xp.sig
-    assert len(xp.history()) == 1  # nothing retrained
+    assert f"baton: XP {xp.sig} is done (1 epochs); --clear to start it again" in out
+    assert f"baton: XP {xp.sig} (" not in out  # no start header: nothing started
+    assert len(xp.history()) == 1  # nothing retrained, no data or model built
     assert (xp.path / "checkpoint_1.th").stat().st_mtime_ns == checkpoint
+    assert "resuming" not in (xp.path / "solver.log").read_text()
+    assert (xp.path / "env.log").read_text().count("=== ") == 1
+
+
+def test_run_again_resumes_a_killed_xp(clean_env: Path):
+    assert main(["run", *QUICK, "optim.epochs=1"]) == 0
+    xp = only_xp(clean_env)
+    st.write_exit(xp, st.KILLED, "stopped by SIGTERM during epoch 1")  # as a preemption leaves it
+    assert main(["run", *QUICK, "optim.epochs=1"]) == 0
     assert "resuming" in (xp.path / "solver.log").read_text()
-    assert (xp.path / "env.log").read_text().count("=== ") == 2
+    assert st.xp_status(xp) == st.DONE and (xp.path / "env.log").read_text().count("=== ") == 2
 
 
 def test_from_sig_adds_overrides_under_a_new_sig(clean_env: Path, capsys: pytest.CaptureFixture):
@@ -152,9 +165,10 @@ def test_a_failing_solver_is_recorded(wait_project: Path, clean_env: Path, monke
     assert json.loads((xp.path / ".exit.json").read_text())["message"] == "RuntimeError: boom"
 
 
-def test_a_config_error_before_training_leaves_a_finished_xp_done(clean_env: Path) -> None:
-    """`device` is not in the signature: `device=cuda` on a CPU machine names the finished XP,
-    fails while building the solver, and must not mark that XP failed or rewrite its config."""
+def test_a_config_error_before_training_leaves_the_xps_status(clean_env: Path) -> None:
+    """`device` is not in the signature: `device=cuda` on a CPU machine names the demo's XP. Done,
+    it has nothing to run; killed, building the solver fails, which must not mark the XP failed
+    or rewrite its config."""
     import torch
 
     if torch.cuda.is_available():
@@ -162,7 +176,10 @@ def test_a_config_error_before_training_leaves_a_finished_xp_done(clean_env: Pat
     assert baton_cli("run", *QUICK).returncode == 0
     (folder,) = clean_env.glob("xps/*")
     config = (folder / "config.yaml").read_text()
+    finished = baton_cli("run", *QUICK, "device=cuda")  # done: nothing is built, nothing fails
+    assert finished.returncode == 0 and "is done" in finished.stdout
+    st.write_exit(XPFolder(folder), st.KILLED, "stopped by SIGTERM during epoch 1")  # resumable
     refused = baton_cli("run", *QUICK, "device=cuda")
     assert refused.returncode == 2 and "CUDA is not available" in refused.stderr
-    assert json.loads((folder / ".exit.json").read_text())["status"] == "done"
+    assert json.loads((folder / ".exit.json").read_text())["status"] == "killed"
     assert (folder / "config.yaml").read_text() == config

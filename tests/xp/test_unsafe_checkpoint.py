@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from baton.xp import status as st
+from baton.xp.folder import XPFolder
 from tests.xp.conftest import QUICK, baton_cli
 
 ONE_EPOCH = [*QUICK, "optim.epochs=1", "logging.tensorboard=false"]
@@ -30,9 +32,12 @@ class TouchOnLoad:
 
 
 def trained_xp(root: Path) -> Path:
+    """An XP with a checkpoint that `baton run` will load: left resumable, as a preemption
+    leaves it (a done XP has nothing to load: `baton run` only reports it)."""
     result = baton_cli("run", *ONE_EPOCH)
     assert result.returncode == 0, result.stderr[-2000:]
     (folder,) = root.glob("xps/*")
+    st.write_exit(XPFolder(folder), st.KILLED, "stopped by SIGTERM during epoch 1")
     return folder
 
 

@@ -13,6 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--from_sig", dest="sig", metavar="SIG", help="start from SIG's overrides, then apply these")
     parser.add_argument("--dry_run", action="store_true", help="print the sig, delta and folder; run nothing")
     parser.add_argument("--clear", action="store_true", help="delete the XP folder first (start fresh)")
+    parser.add_argument(
+        "--accept-config-change", action="store_true",
+        help="resume an XP whose config changed since it ran (an edited default); recorded in its config_changes.jsonl",
+    )
     parser.add_argument("-d", "--distrib", action="store_true", help="one process per local device (not available yet)")
     add_config_dir(parser)
 
@@ -37,8 +41,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"delta:  {format_delta(xp.delta)}")
         print(f"folder: {xp.folder} ({state})")
         return 0
-    print(f"baton: XP {xp.sig} ({format_delta(xp.delta)}) in {xp.folder}", flush=True)
-    status = run_xp(xp, clear=args.clear, argv=overrides)
+    started: list[bool] = []
+
+    def announce() -> None:  # once the XP can start: not before a refusal
+        started.append(True)
+        print(f"baton: XP {xp.sig} ({format_delta(xp.delta)}) in {xp.folder}", flush=True)
+
+    status = run_xp(xp, clear=args.clear, argv=overrides, accept_config_change=args.accept_config_change,
+                    on_start=announce)
+    if status == st.DONE and not started:
+        print(f"baton: XP {xp.sig} is done ({len(folder.history())} epochs); --clear to start it again")
     if status == st.DONE:
         print_results(xp.sig, folder, str(xp.cfg.best_metric.stage), str(xp.cfg.best_metric.name))
         return 0
