@@ -111,6 +111,7 @@ class BaseSolver(TrainingIteration):
         except BaseException:
             self.result_logger.close()  # no handler left writing into this XP's log
             raise
+        self._adopt_best_metric_override()
         # Built from the shared seed (the same initial weights everywhere); trained from one
         # stream per rank, so ranks do not draw the same dropout masks.
         seed_everything(derive_seed(settings.seed, distrib.rank()))
@@ -139,6 +140,19 @@ class BaseSolver(TrainingIteration):
     def should_stop(self) -> bool:
         """Called after each epoch's checkpointable work: True ends training (early stopping)."""
         return False
+
+    def _adopt_best_metric_override(self) -> None:
+        """AudioCraft's solvers name their best metric in code: a `best_metric_name` property or
+        a `best_metric()` method. Honour either (None: keep no best state) over `best_metric.name`."""
+        cls = type(self)
+        if "best_metric_name" in dir(cls):
+            name = self.best_metric_name  # type: ignore[attr-defined]
+        elif callable(getattr(cls, "best_metric", None)):
+            name = self.best_metric()  # type: ignore[attr-defined]
+        else:
+            return
+        primary = self.settings.best_metric
+        self.best.set_primary(None if name is None else MetricSpec(str(name), primary.stage, primary.direction))
 
     # ----------------------------------------------------------------- registration
     def register_stateful(self, *names: str) -> None:
@@ -282,7 +296,7 @@ class BaseSolver(TrainingIteration):
         epoch: int | None = None,
     ) -> dict[str, float]:
         """Run one stage with its modules' train/eval mode, hooks, and summary logged as `name`."""
-        self.stage = stage
+        self.stage = stage = Stage.of(stage)
         for module in self.registered_modules().values():
             module.train(stage is Stage.TRAIN)
         self.stage_metrics = Averager()
@@ -397,7 +411,9 @@ class BaseSolver(TrainingIteration):
         try:
             self.load_state_dict(data["state"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            # load_state_dict's first line is a header ("Error(s) in loading ...:"): name the first problem
+            reason = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(exc).__name__)
             raise CheckpointError(
                 f"checkpoint in {self.folder} does not fit this solver ({reason}); the code or "
                 "config changed since it was written: restore them, or --clear to start afresh"

@@ -30,6 +30,15 @@ class BestStates:
         self.values: dict[str, float] = {}
         self.states: dict[str, dict[str, Any]] = {}
 
+    def set_primary(self, spec: MetricSpec | None) -> None:
+        """Replace the primary metric (None: keep no best state for it)."""
+        self.specs.pop(self.primary, None)
+        if spec is None:
+            self.names.clear()  # nothing to keep a state for
+            return
+        self.primary = spec.name
+        self.specs[spec.name] = spec
+
     def track(self, spec: MetricSpec) -> None:
         known = self.specs.get(spec.name)
         if known is not None and known != spec:
@@ -68,10 +77,14 @@ class BestStates:
                 self.states[metric] = shared
 
     def value(self, metric: str | None = None) -> float | None:
+        if metric is None and self.primary not in self.specs:
+            return None
         return self.values.get(self.spec(metric).name)
 
     def state(self, metric: str | None = None) -> dict[str, Any]:
-        """The kept state for `metric` ({} before its stage first ran)."""
+        """The kept state for `metric` ({} before its stage first ran, or when none is kept)."""
+        if metric is None and self.primary not in self.specs:
+            return {}
         return self.states.get(self.spec(metric).name, {})
 
     def state_dict(self) -> BestState:

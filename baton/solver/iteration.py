@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import distrib
 from ..checkpoint import CheckpointManager
+from ..data.epochs import set_epoch as set_dataset_epoch
 from ..data.stream import BatchStream
 from ..errors import ConfigError
 from ..logging import ResultLogger
@@ -113,8 +114,7 @@ def evaluation_batches(
 ) -> Iterator[tuple[int, Any]]:
     """One deterministic pass over an evaluation loader (valid, evaluate), stopping after the
     batch that reaches `max_items` items over all ranks (each rank takes its share)."""
-    if hasattr(loader.dataset, "set_epoch"):
-        loader.dataset.set_epoch(0)
+    set_dataset_epoch(loader.dataset, 0)
     sampler: Any = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(0)

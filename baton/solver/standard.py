@@ -85,9 +85,11 @@ class StandardSolver(BaseSolver):
         with self.swap_ema_state():
             return self.common_train_valid(Stage.VALID)
 
-    def common_train_valid(self, stage: Stage) -> dict[str, float]:
-        """Run `run_step` over the stage's batches and return the rank-averaged metrics."""
-        if stage is Stage.TRAIN:
+    def common_train_valid(self, stage: Stage | str) -> dict[str, float]:
+        """Run `run_step` over the stage's batches and return the rank-averaged metrics.
+
+        `stage` may be a name ('train', 'valid'), as AudioCraft's templates pass it."""
+        if Stage.of(stage) is Stage.TRAIN:
             batches = self.train_batches()
         else:
             batches = self.loader_batches(self.dataloaders["valid"], self.settings.valid_num_samples)
