@@ -51,6 +51,7 @@ COMMANDS = {
     "grid": ("baton.xp.commands.grid", "declare, run and monitor a grid of XPs"),
     "export": ("baton.xp.commands.export", "write an XP's weights to a plain file"),
     "data": ("baton.data.cli", "prepare and inspect datasets"),
+    "new": ("baton.xp.commands.new", "scaffold a project: solver, config, grid, test, baton.toml"),
 }
 
 
@@ -100,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = _load(top.command)
         args = _command_parser(top.command, module).parse_intermixed_args(top.args)
         debug = debug or args.debug
-        return int(module.main(args) or 0)  # type: ignore[attr-defined]
+        code = int(module.main(args) or 0)  # type: ignore[attr-defined]
+        sys.stdout.flush()  # a closed pipe fails here, not at interpreter exit
+        return code
     except UserError as exc:
         if debug:
             traceback.print_exc()
@@ -110,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`baton run --dry_run | head`): stop quietly
+        from baton.xp.commands.common import closed_pipe
+
+        return closed_pipe()
     except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be
         from baton.errors import file_system_fault
 

@@ -359,6 +359,17 @@ def exported_weights(
     data = CheckpointManager(Path(folder), sig, trusted=trusted).load()
     if data is None:
         raise CheckpointError(f"no checkpoint in {folder}; train the XP first")
+    weights = checkpoint_weights(data, source, where=f"the checkpoint in {folder}")
+    return next(iter(weights.values())) if len(weights) == 1 else dict(weights)
+
+
+def checkpoint_weights(data: dict[str, Any], source: str = "best", *, where: str = "the checkpoint") -> dict[str, Any]:
+    """{registered name: state dict} of one source ('best', 'ema' or 'last') of a checkpoint
+    read by `read_checkpoint`; `where` names it in errors.
+
+    Raises:
+        CheckpointError: an unknown source, or none of its weights in the checkpoint.
+    """
     state = data["state"]
     if source == "best":
         best = state["best"]
@@ -371,7 +382,7 @@ def exported_weights(
         raise CheckpointError(f"unknown export source '{source}'; use best, ema or last")
     if not weights:
         raise CheckpointError(
-            f"the checkpoint in {folder} holds no '{source}' weights "
+            f"{where} holds no '{source}' weights "
             f"(is {'register_best' if source == 'best' else 'register_ema' if source == 'ema' else 'the model registered'}?)"
         )
-    return next(iter(weights.values())) if len(weights) == 1 else dict(weights)
+    return dict(weights)

@@ -29,6 +29,8 @@ _EXPORTS = {
     "write_wav": "audio",
     "audio_info": "audio",
     "safe_filename": "names",
+    "set_epoch": "epochs",
+    "walk_datasets": "epochs",
 }
 
 __all__ = sorted(_EXPORTS)

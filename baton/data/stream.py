@@ -5,7 +5,10 @@ checkpoint; on resume the stream asks the sampler to start where training stoppe
 batches that follow are the ones an uninterrupted run would have seen. Before each new
 DataLoader iterator the stream
 
-- calls `dataset.set_epoch(epoch)` so per-item randomness can be drawn from (seed, epoch, index);
+- calls `set_epoch(epoch)` on the loader's dataset and on every dataset it wraps (a Subset's,
+  a ConcatDataset's, a user wrapper's inner dataset: see `baton.data.epochs`), so per-item
+  randomness can be drawn from (seed, epoch, index) even behind a wrapper that does not forward
+  the epoch;
 - calls the sampler's `set_epoch(epoch, start)` (a `ResumableSampler` skips `start` items; a
   batch sampler with the same method skips `start` batches);
 - re-seeds the loader's `generator`, so creating an iterator never consumes the training RNG.
@@ -22,6 +25,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
+from .epochs import epoch_aware, set_epoch
 from .rng import derive_seed
 from .sampler import ResumableSampler
 
@@ -60,7 +64,7 @@ class BatchStream:
     """
 
     def __init__(self, loader: DataLoader, seed: int = 0) -> None:
-        if getattr(loader, "persistent_workers", False) and hasattr(loader.dataset, "set_epoch"):
+        if getattr(loader, "persistent_workers", False) and epoch_aware(loader.dataset):
             raise ValueError(
                 "persistent_workers=True keeps each worker's copy of the dataset, so "
                 "dataset.set_epoch would not reach the workers; build the loader without it"
@@ -99,9 +103,7 @@ class BatchStream:
 
     def _start(self) -> None:
         loader = self.loader
-        dataset = loader.dataset
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.epoch)
+        set_epoch(loader.dataset, self.epoch)
         skip = 0
         batch_sampler = loader.batch_sampler
         if batch_sampler is not None and hasattr(batch_sampler, "set_epoch"):

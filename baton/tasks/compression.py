@@ -43,8 +43,14 @@ def masked_l1(estimate: torch.Tensor, reference: torch.Tensor, mask: torch.Tenso
 class CompressionSolver(StandardSolver):
     model: CompressionModel
 
+    @classmethod
+    def build_model_from_config(cls, cfg: Any) -> CompressionModel:
+        """The codec alone, from a config (its `model` section): what `build_model` trains and
+        `baton.load_model` rebuilds from an XP's config.yaml."""
+        return build_compression_model(cfg.model)
+
     def build_model(self) -> None:
-        self.model = build_compression_model(self.cfg.model).to(self.device)
+        self.model = self.build_model_from_config(self.cfg).to(self.device)
         optimizer = build_optimizer(self.model, self.cfg.optim)
         scheduler = build_lr_scheduler(optimizer, self.cfg.schedule, self.total_updates)
         self.stepper = self.make_stepper(optimizer, scheduler, self.model)

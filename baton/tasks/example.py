@@ -46,9 +46,15 @@ class RegressionNet(nn.Module):
 
 @register_solver("example")
 class ExampleSolver(StandardSolver):
+    @classmethod
+    def build_model_from_config(cls, cfg: Any) -> RegressionNet:
+        """The model alone, from a config: what `build_model` trains and `baton.load_model`
+        rebuilds from an XP's config.yaml."""
+        return RegressionNet(cfg.task.dim, cfg.task.hidden, cfg.task.dropout)
+
     def build_model(self) -> None:
         cfg = self.cfg
-        self.model = RegressionNet(cfg.task.dim, cfg.task.hidden, cfg.task.dropout).to(self.device)
+        self.model = self.build_model_from_config(cfg).to(self.device)
         optimizer = build_optimizer(self.model, cfg.optim)
         scheduler = build_lr_scheduler(optimizer, cfg.schedule, self.total_updates)
         self.stepper = self.make_stepper(optimizer, scheduler, self.model)

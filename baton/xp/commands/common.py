@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+# What a command returns when its reader went away (`baton ls | head`): 128 + SIGPIPE, what a
+# shell reports for a writer that SIGPIPE stopped (`yes | head`).
+CLOSED_PIPE_EXIT = 141
 
 
 def add_config_dir(parser: argparse.ArgumentParser) -> None:
@@ -14,19 +22,55 @@ def add_config_dir(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="DIR",
         help="extra config folder (solver/, model/, ... like baton/conf); repeatable; "
-        "BATON_CONFIG_PATH adds more",
+        "BATON_CONFIG_PATH and config_dirs in the project's baton.toml add more",
     )
 
 
 def console() -> Any:
     """A rich console; when output goes to a file or pipe, wide enough that tables keep whole
-    signatures and deltas instead of folding them at 80 columns."""
+    signatures and deltas instead of folding them at 80 columns. A closed pipe ends the command
+    quietly (see `closed_pipe`)."""
     from rich.console import Console
 
-    out = Console(highlight=False, soft_wrap=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise SystemExit(closed_pipe())
+
+    out = _Console(highlight=False, soft_wrap=False)
     if not out.is_terminal:
-        out = Console(highlight=False, soft_wrap=False, width=160)
+        out = _Console(highlight=False, soft_wrap=False, width=160)
     return out
+
+
+def closed_pipe() -> int:
+    """What to do once stdout's reader is gone (`baton ls | head`, `... | less` then q): point
+    stdout at /dev/null, so the interpreter's last flush at exit cannot fail again and print
+    a traceback, and return CLOSED_PIPE_EXIT. Nothing is printed: the reader asked for no more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (stdout replaced in-process)
+        pass
+    return CLOSED_PIPE_EXIT
+
+
+def quiet_on_closed_pipe(main: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command's `main` that exits quietly with CLOSED_PIPE_EXIT when stdout's reader is gone,
+    instead of a BrokenPipeError traceback. stdout is flushed inside, so output still buffered
+    when `main` returns fails here, not at interpreter exit."""
+
+    @functools.wraps(main)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            code = main(args)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            return closed_pipe()
+
+    return wrapper
 
 
 def format_age(seconds: float) -> str:

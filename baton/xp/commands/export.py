@@ -3,6 +3,10 @@
 `FILE.safetensors` is written with the safetensors package (an optional extra): names of
 several registered models become prefixes (`model.net.0.weight`). Any other name gets
 `torch.save` of the state dict, loadable with `torch.load(FILE, weights_only=True)`.
+
+`--with-config` also writes the XP's resolved `config.yaml` beside it, as `FILE` with the suffix
+`.yaml` (`model.pt` -> `model.yaml`): what `baton.load_model("model.pt")` rebuilds the model
+from, with no XP folder around.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from baton.errors import UserError
-from baton.xp.commands.common import add_config_dir, add_trust
+from baton.xp.commands.common import add_config_dir, add_trust, quiet_on_closed_pipe
 
 SAFETENSORS_HINT = "pip install 'baton[safetensors]'"
 
@@ -30,10 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="best",
         help="which weights: the best state (default), the EMA, or the latest",
     )
+    parser.add_argument(
+        "--with-config",
+        action="store_true",
+        help="also write the XP's config.yaml beside FILE, as FILE with the suffix .yaml "
+        "(model.pt -> model.yaml), so baton.load_model(FILE) can rebuild the model",
+    )
     add_trust(parser)
     add_config_dir(parser)
 
 
+@quiet_on_closed_pipe
 def main(args: argparse.Namespace) -> int:
     from baton.checkpoint import exported_weights
     from baton.xp.folder import find_xp
@@ -44,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
     if as_safetensors:
         _require_safetensors()  # before loading anything: fail fast on a missing extra
     folder = find_xp(args.sig, xp_root(args.config_dir))
+    config = config_beside(output) if args.with_config else None
+    config_text = _config_text(folder.path) if config is not None else None  # before writing anything
     weights = exported_weights(folder.path, args.source, trusted=args.trust, sig=folder.sig)
     output.parent.mkdir(parents=True, exist_ok=True)
     if as_safetensors:
@@ -52,7 +65,33 @@ def main(args: argparse.Namespace) -> int:
     else:
         count = write_torch(weights, output)
     print(f"wrote {args.source} weights of XP {folder.sig} to {output} ({count} entries)")
+    if config is not None and config_text is not None:
+        from baton.atomic import write_text_atomic
+
+        write_text_atomic(config, config_text)
+        print(f"wrote its config to {config}")
     return 0
+
+
+def config_beside(output: Path) -> Path:
+    """Where `--with-config` writes the config: `model.pt` -> `model.yaml`.
+
+    Raises:
+        UserError: the output itself ends in .yaml (the config would replace the weights).
+    """
+    config = output.with_suffix(".yaml")
+    if config == output:
+        raise UserError(f"--with-config writes {config}, which is the output file itself; name the weights *.pt")
+    return config
+
+
+def _config_text(folder: Path) -> str:
+    from baton.xp.folder import CONFIG
+
+    path = folder / CONFIG
+    if not path.is_file():
+        raise UserError(f"no {CONFIG} in {folder}: the XP never ran (`baton run -f {folder.name}`), so there is no config to export")
+    return path.read_text()
 
 
 def write_torch(weights: Mapping[str, Any], output: Path) -> int:

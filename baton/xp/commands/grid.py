@@ -1,5 +1,8 @@
 """`baton grid NAME`: declare a grid's XPs, run the ones not done, show a table until all end.
 
+On a terminal the table is redrawn in place; without one (a log file, a pipe, CI) the grid
+prints one line each time an XP changes status, then the table once at the end.
+
 SIGINT (Ctrl-C), SIGTERM or SIGHUP stops the grid's running XPs at their next checkpoint and
 exits with 128 + signal; a second one kills them at once (see `baton.xp.local_launcher`).
 """
@@ -12,10 +15,32 @@ from pathlib import Path
 from typing import Any
 
 from baton.errors import UserError
-from baton.xp.commands.common import STATUS_STYLE, add_config_dir, console, format_number
+from baton.xp.commands.common import (
+    STATUS_STYLE,
+    add_config_dir,
+    console,
+    format_number,
+    quiet_on_closed_pipe,
+)
+
+EXAMPLES = """\
+examples:
+  baton grid example --dry_run      show the grid's XPs (sig, status, metrics); run nothing
+  baton grid example                run the XPs that are new or killed, one at a time
+  baton grid example -j 2           ... two at a time
+  baton grid example -r             also run the failed ones again
+  baton grid example --clear -y     delete the grid's XP folders first, without asking
+  baton grid mygrid --package mypkg.grids --config-dir conf
+                                    a grid file of your own project (mypkg/grids/mygrid.py)
+  baton info -f SIG -m              one XP of the grid: metrics per epoch
+
+A grid file holds one @explorer function (see baton/grids/example.py). Ctrl-C stops the running
+XPs at their next checkpoint (a second one kills them); `baton grid NAME` again resumes them."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("name", help="grid file in a grids package, e.g. example or compression/debug")
     parser.add_argument(
         "--dry_run",
@@ -27,10 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask before --clear")
     parser.add_argument("-r", "--retry", action="store_true", help="run failed XPs again")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="XPs run at once (default 1)")
-    parser.add_argument("--package", action="append", default=[], help="grids package (BATON_GRID_PACKAGE adds more)")
+    parser.add_argument("--package", action="append", default=[], help="grids package (BATON_GRID_PACKAGE and grid_package in baton.toml add more)")
     add_config_dir(parser)
 
 
+@quiet_on_closed_pipe
 def main(args: argparse.Namespace) -> int:
     from baton.xp import status as st
     from baton.xp.explore import load_grid
@@ -74,7 +100,8 @@ def main(args: argparse.Namespace) -> int:
         with Live(table(), console=out, refresh_per_second=1) as live:
             stopped = launcher.wait(lambda: live.update(table()), notify=notify)
     else:
-        stopped = launcher.wait(lambda: None, notify=notify)
+        lines = StatusLines(args.name, folders, names, explorer.metrics, notify=out.print)
+        stopped = launcher.wait(lines.update, notify=notify)
         out.print(table())
     if stopped is not None:
         return _report_stop(args.name, stopped, [f for f in folders if f.sig in launched], out)
@@ -83,6 +110,53 @@ def main(args: argparse.Namespace) -> int:
     for sig in bad:
         out.print(f"XP {sig} {statuses[sig]}: see {folders[0].path.parent / sig}/launcher.log", markup=False)
     return 1 if bad else 0
+
+
+class StatusLines:
+    """Without a terminal: one line per XP each time its status changes, e.g.
+
+        grid example: #1 3f2a1b0c (optim.lr=0.003) running
+        grid example: #1 3f2a1b0c (optim.lr=0.003) done: epoch 4, valid.loss 0.0123
+
+    (`#` is the XP's row in the grid's table.)
+    The statuses the XPs have when the grid starts are the baseline: nothing is printed for
+    them, only for what changes after.
+    """
+
+    def __init__(
+        self, grid: str, folders: Sequence[Any], names: Sequence[str], metrics: Sequence[str],
+        notify: Any,
+    ) -> None:
+        from baton.xp import status as st
+
+        self.grid, self.folders, self.names, self.metrics = grid, list(folders), list(names), list(metrics)
+        self.notify = notify
+        self.seen = {folder.sig: st.xp_status(folder) for folder in self.folders}
+
+    def update(self) -> None:
+        """Print a line for each XP whose status changed since the last call."""
+        from baton.xp import status as st
+
+        for index, (folder, name) in enumerate(zip(self.folders, self.names, strict=True)):
+            status = st.xp_status(folder)
+            if status == self.seen.get(folder.sig):
+                continue
+            self.seen[folder.sig] = status
+            self.notify(self.line(index, folder, name, status), markup=False, soft_wrap=True)
+
+    def line(self, index: int, folder: Any, name: str, status: str) -> str:
+        from baton.xp import status as st
+
+        text = f"grid {self.grid}: #{index} {folder.sig} ({name}) {status}"
+        if status == st.RUNNING:
+            return text
+        summary = st.summarize(folder)
+        details = [f"epoch {summary.epoch}"]
+        details += [f"{metric} {format_number(value)}" for metric in self.metrics
+                    if (value := summary.metric(metric)) is not None]
+        if summary.message:
+            details.append(summary.message)
+        return f"{text}: {', '.join(details)}"
 
 
 def _report_stop(name: str, signum: int, launched: Sequence[Any], out: Any) -> int:

@@ -10,6 +10,7 @@ from baton.xp.commands.common import (
     console,
     format_age,
     format_number,
+    quiet_on_closed_pipe,
 )
 
 
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_dir(parser)
 
 
+@quiet_on_closed_pipe
 def main(args: argparse.Namespace) -> int:
     from rich.table import Table
 
