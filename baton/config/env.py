@@ -4,8 +4,9 @@ A team file `teams/<team>.yaml` (searched in the config path) maps cluster name 
 lists hostname rules. The team is `BATON_TEAM` (default `default`) or the file `BATON_CONFIG`;
 the cluster is `BATON_CLUSTER`, else `SLURM_CLUSTER_NAME` when the team file knows it, else the
 first hostname rule that matches, else `local`. `BATON_XP_DIR` and `BATON_REFERENCE_DIR`
-override single entries. Nothing here enters a signature: the same XP has the same signature on
-every cluster.
+override single entries. With no XP root from any of these, a project file (`baton.toml`) gives
+its `xp_root`, else `outputs/` next to it; outside a project it is `./outputs`. Nothing here
+enters a signature: the same XP has the same signature on every cluster.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baton.config.project import find_project, project_xp_root
 from baton.config.search import config_dirs
 from baton.config.suggest import did_you_mean
 from baton.errors import ConfigError, yaml_error_line
@@ -82,6 +84,9 @@ def load_env(dirs: Sequence[Path] | None = None, xp_root: str | None = None) -> 
         root, root_origin = os.environ["BATON_XP_DIR"], "BATON_XP_DIR"
     elif settings.get("xp_root"):
         root, root_origin = settings["xp_root"], f"clusters.{cluster}.xp_root in {team_file}"
+    elif (project := find_project()) is not None:
+        project_root, root_origin = project_xp_root(project)
+        root = str(project_root)
     else:
         root, root_origin = DEFAULT_XP_ROOT, "the default"
 

@@ -12,7 +12,8 @@
 
 Overrides are 'key=value' strings, dicts (nested or dotted keys) or keyword arguments, applied in
 order; the rightmost value of a key wins. Grid files live in a `grids` package: baton's own
-(`baton.grids`) and the user's, named by `BATON_GRID_PACKAGE` or `baton grid --package`.
+(`baton.grids`) and the user's, named by `baton grid --package`, `BATON_GRID_PACKAGE` or
+`grid_package` in the project file (`baton.toml`), searched in that order, baton's last.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from baton.config.overrides import to_overrides
+from baton.config.project import PROJECT_FILE, find_project, no_project_note
 from baton.config.suggest import did_you_mean
 from baton.errors import UserError
 
@@ -76,11 +78,26 @@ def explorer(
 
 
 def grid_packages(extra: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """(package, where it was named) for the user's grid packages, then baton's."""
+    """(package, where it was named) for the user's grid packages, then baton's: `--package`,
+    `BATON_GRID_PACKAGE`, the project file's `grid_package`, `baton.grids`. A project's folder
+    becomes importable (last on sys.path), so its grid package is found from any subfolder."""
     packages = [(p, "--package") for p in extra]
     env = os.environ.get(GRID_PACKAGE_ENV, "")
     packages += [(p.strip(), GRID_PACKAGE_ENV) for p in env.replace(",", os.pathsep).split(os.pathsep) if p.strip()]
+    project = find_project()
+    if project is not None:
+        project.make_importable()
+        packages += [(p, f"grid_package in {project.file}") for p in project.grid_packages]
     return [*packages, (BATON_GRIDS, "baton")]
+
+
+def grid_search_places(extra: Sequence[str] = ()) -> str:
+    """Where grids were looked for and how to add a package, on one line, for messages."""
+    places = ", ".join(f"{package} ({origin})" for package, origin in grid_packages(extra))
+    return (
+        f"searched {places}{no_project_note()}; add a grid package with --package PKG, "
+        f"{GRID_PACKAGE_ENV} or grid_package in {PROJECT_FILE}"
+    )
 
 
 def load_grid(name: str, packages: Sequence[str] = ()) -> Explorer:
@@ -107,8 +124,8 @@ def load_grid(name: str, packages: Sequence[str] = ()) -> Explorer:
         return found[0]
     known = list_grids(packages)
     raise UserError(
-        f"unknown grid '{name}'{did_you_mean(name, known)}; grids: {', '.join(known) or 'none'} "
-        f"(searched {', '.join(p for p, _ in grid_packages(packages))})"
+        f"unknown grid '{name}'{did_you_mean(name, known)}; grids: {', '.join(known) or 'none'}; "
+        f"{grid_search_places(packages)}"
     )
 
 
