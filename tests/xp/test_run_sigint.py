@@ -80,8 +80,9 @@ def test_first_ctrl_c_checkpoints_and_resumes_bit_exact(
 
 
 def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
-    proc, seen = start(tmp_path, "task.num_valid=600000"), []  # a valid pass of seconds
-    wait_for_line(proc, "Valid 1 ", seen)  # a stop during valid waits for the epoch's end
+    # A valid pass of seconds, and no progress lines for the reader to wade through.
+    proc, seen = start(tmp_path, "task.num_valid=600000", "logging.log_every=1000000"), []
+    wait_for_line(proc, "Train | epoch 1", seen)  # valid starts now: a stop waits for its end
     proc.send_signal(signal.SIGINT)
     wait_for_line(proc, "Ctrl-C", seen)
     proc.send_signal(signal.SIGINT)
