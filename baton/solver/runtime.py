@@ -88,6 +88,8 @@ def batch_size_of(batch: Any) -> int:
     for value in values:
         if isinstance(value, (torch.Tensor, list, tuple)) or isinstance(value, Mapping):
             return batch_size_of(value)
+        if hasattr(value, "__len__") and not isinstance(value, (str, bytes)):
+            return len(value)  # e.g. (AudioBatch, labels)
     return 1
 
 

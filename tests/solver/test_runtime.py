@@ -18,6 +18,8 @@ def test_batch_size_of_common_batch_shapes() -> None:
     assert batch_size_of({"wav": torch.zeros(3, 1, 10), "names": ["a", "b", "c"]}) == 3
     audio = AudioBatch(wav=torch.zeros(6, 1, 100), lengths=torch.full((6,), 100))
     assert batch_size_of(audio) == 6  # weights its metrics by items, not 1 per batch
+    assert batch_size_of((audio, torch.zeros(6))) == 6 and batch_size_of([audio]) == 6
+    assert batch_size_of(("a name", torch.zeros(4))) == 4  # strings are not batches
 
 
 def test_to_device_keeps_structure() -> None:
