@@ -12,10 +12,11 @@ The loop, top to bottom (`run`):
         commit     history, best states, checkpoint
 
 Front ends provide the stages: StandardSolver (AudioCraft-like) and the others to come. Helpers
-each hold one concern: `settings` (typed loop keys), `iteration` (updates and evaluation
-passes), `best` (best states), `cadence` (saves and stop signals), `ddp`, `profiling`, and
-`snapshot` (what a checkpoint holds). Everything that shapes the future of training is in the
-checkpoint, so an XP killed at any update and run again ends with the same weights as one
+each hold one concern: `settings` (typed loop keys), `cadence` (saves and stop signals), `ddp`,
+`profiling`; three mix their methods into BaseSolver: `iteration.TrainingIteration` (updates
+and evaluation passes), `best.BestStateTracking` (best states) and `snapshot.Checkpointing`
+(what a checkpoint holds, save, restore). Everything that shapes the future of training is in
+the checkpoint, so an XP killed at any update and run again ends with the same weights as one
 never stopped.
 """
 
@@ -33,22 +34,23 @@ import torch
 from torch import nn
 
 from .. import distrib
-from ..checkpoint import CheckpointManager, SolverState
+from ..checkpoint import CheckpointManager
 from ..data.rng import derive_seed
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..logging import ResultLogger
 from ..metrics.averager import Averager
 from ..optim.amp import autocast, check_autocast, make_grad_scaler
 from ..optim.ema import ModuleEMA
 from ..optim.stepper import GradientStepper
 from ..state import StateRegistry, seed_everything, unwrap
-from . import ddp, snapshot
-from .best import BestStates, swapped_in
+from . import ddp
+from .best import BestStates, BestStateTracking
 from .cadence import Cadence
 from .iteration import TrainingIteration
 from .profiling import UpdateProfiler
 from .runtime import Interrupted, apply_torch_settings, resolve_device
-from .settings import LoopSettings, MetricSpec
+from .settings import LoopSettings
+from .snapshot import Checkpointing
 from .stage import Stage
 
 logger = logging.getLogger("baton.solver")
@@ -57,7 +59,7 @@ _CONFIG_NORM = object()
 _NO_AUTOCAST = contextlib.nullcontext()  # make_stepper's default: clip at optim.max_norm
 
 
-class BaseSolver(TrainingIteration):
+class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
     """Owns one training job: its config, folder, state and loop.
 
     Args:
@@ -141,34 +143,10 @@ class BaseSolver(TrainingIteration):
         """Called after each epoch's checkpointable work: True ends training (early stopping)."""
         return False
 
-    def _adopt_best_metric_override(self) -> None:
-        """AudioCraft's solvers name their best metric in code: a `best_metric_name` property or
-        a `best_metric()` method. Honour either (None: keep no best state) over `best_metric.name`."""
-        cls = type(self)
-        if "best_metric_name" in dir(cls):
-            name = self.best_metric_name  # type: ignore[attr-defined]
-        elif callable(getattr(cls, "best_metric", None)):
-            name = self.best_metric()  # type: ignore[attr-defined]
-        else:
-            return
-        primary = self.settings.best_metric
-        self.best.set_primary(None if name is None else MetricSpec(str(name), primary.stage, primary.direction))
-
     # ----------------------------------------------------------------- registration
     def register_stateful(self, *names: str) -> None:
         """Checkpoint these attributes (modules, optimizers, steppers, plain values)."""
         self.stateful.register(*names)
-
-    def register_best(self, *names: str) -> None:
-        """Keep the state of these registered attributes at the best value of each tracked metric."""
-        for name in names:
-            if name not in self.stateful:
-                raise ValueError(f"register_best('{name}'): register_stateful('{name}') first")
-        self.best.names.extend(names)
-
-    def track_best(self, name: str, direction: str = "min", stage: str = "valid") -> None:
-        """Also keep a best state by metric `name` of `stage` (beside `best_metric`)."""
-        self.best.track(MetricSpec(name, stage, direction))
 
     def register_ema(self, *names: str) -> None:
         """Average the weights of these modules when `optim.ema.use` is true (else a no-op)."""
@@ -357,26 +335,7 @@ class BaseSolver(TrainingIteration):
             self.result_logger.write_history(self.history)
         return metrics
 
-    # ----------------------------------------------------------------- best state and EMA
-    def _best_candidate(self, name: str) -> Any:
-        if self.ema is not None and name in self.ema.modules:
-            return self.ema.averages[name]  # valid ran with the EMA weights: those scored
-        return self.stateful.get(name).state_dict()
-
-    @property
-    def best_value(self) -> float | None:
-        """The best value of `best_metric` so far."""
-        return self.best.value()
-
-    @property
-    def best_state(self) -> dict[str, Any]:
-        """The state kept at the best `best_metric` ({} before its stage first ran)."""
-        return self.best.state()
-
-    def swap_best_state(self, metric: str | None = None) -> Any:
-        """Context: run the block with the best state for `metric` (`best_metric` when None)."""
-        return swapped_in(self.stateful, self.best.state(metric))
-
+    # ----------------------------------------------------------------- EMA
     @contextmanager
     def swap_ema_state(self) -> Iterator[None]:
         if self.ema is None:
@@ -384,41 +343,3 @@ class BaseSolver(TrainingIteration):
             return
         with self.ema.swapped():
             yield
-
-    # ----------------------------------------------------------------- checkpoints
-    def state_dict(self) -> SolverState:
-        """Everything that shapes the rest of training; layout in `baton.checkpoint`. Collective."""
-        return snapshot.solver_state(self)
-
-    def load_state_dict(self, state: SolverState) -> None:
-        snapshot.load_solver_state(self, state)
-
-    def save_checkpoint(self, *, end_of_epoch: bool) -> None:
-        """Collective when distributed (the stage metrics are reduced); rank 0 writes."""
-        self.cadence.saved()
-        if not self.settings.save:
-            return
-        state = self.state_dict()
-        if distrib.is_rank_zero():
-            self.checkpoints.save(dict(state), self.epoch - 1, end_of_epoch=end_of_epoch)
-
-    def restore(self) -> bool:
-        """Load the XP's newest usable checkpoint. Returns False when starting afresh."""
-        self.checkpoints.remove_stale_temporaries()
-        data = self.checkpoints.load()
-        if data is None:
-            return False
-        try:
-            self.load_state_dict(data["state"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-            # load_state_dict's first line is a header ("Error(s) in loading ...:"): name the first problem
-            reason = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(exc).__name__)
-            raise CheckpointError(
-                f"checkpoint in {self.folder} does not fit this solver ({reason}); the code or "
-                "config changed since it was written: restore them, or --clear to start afresh"
-            ) from None
-        self.result_logger.write_history(self.history)
-        where = f"update {self.train_done} of epoch {self.epoch}" if self.train_done else f"epoch {self.epoch}"
-        logger.info("resuming %s from %s", self.folder, where)
-        return True

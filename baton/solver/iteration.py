@@ -161,11 +161,8 @@ class TrainingIteration:
     checkpoints: CheckpointManager
     _train_stream: BatchStream | None
 
-    def steppers(self) -> list[GradientStepper]:
-        raise NotImplementedError
-
-    def save_checkpoint(self, *, end_of_epoch: bool) -> None:
-        raise NotImplementedError
+    steppers: Callable[[], list[GradientStepper]]  # BaseSolver's
+    save_checkpoint: Callable[..., None]  # Checkpointing's
 
     def updates_per_epoch(self, batches: int | None = None) -> int:
         """Updates in one epoch; `batches` (one full pass, per rank) when the caller knows it."""

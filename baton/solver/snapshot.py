@@ -9,12 +9,17 @@ rank's RNG state.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import distrib
-from ..checkpoint import SolverState
+from ..checkpoint import CheckpointManager, SolverState
 from ..data.rng import derive_seed
+from ..errors import CheckpointError
+from ..logging import ResultLogger
 from ..state import capture_rng, restore_rng, seed_everything
+from .cadence import Cadence
+from .settings import LoopSettings
 
 if TYPE_CHECKING:
     from .base import BaseSolver
@@ -68,3 +73,54 @@ def load_solver_state(solver: BaseSolver, state: SolverState) -> None:
             "is not bit-exact", len(streams), distrib.world_size(),
         )
         seed_everything(derive_seed(solver.settings.seed, distrib.rank(), solver.update))
+
+
+class Checkpointing:
+    """The solver's checkpoint methods: its state, a save, and a restore. Mixed into BaseSolver,
+    whose attributes it uses (declared below for readers and type checkers)."""
+
+    folder: Path
+    epoch: int
+    train_done: int
+    history: list[dict[str, dict[str, float]]]
+    settings: LoopSettings
+    cadence: Cadence
+    checkpoints: CheckpointManager
+    result_logger: ResultLogger
+
+    def state_dict(self) -> SolverState:
+        """Everything that shapes the rest of training; layout in `baton.checkpoint`. Collective."""
+        return solver_state(self)  # type: ignore[arg-type]
+
+    def load_state_dict(self, state: SolverState) -> None:
+        load_solver_state(self, state)  # type: ignore[arg-type]
+
+    def save_checkpoint(self, *, end_of_epoch: bool) -> None:
+        """Collective when distributed (the stage metrics are reduced); rank 0 writes."""
+        self.cadence.saved()
+        if not self.settings.save:
+            return
+        state = self.state_dict()
+        if distrib.is_rank_zero():
+            self.checkpoints.save(dict(state), self.epoch - 1, end_of_epoch=end_of_epoch)
+
+    def restore(self) -> bool:
+        """Load the XP's newest usable checkpoint. Returns False when starting afresh."""
+        self.checkpoints.remove_stale_temporaries()
+        data = self.checkpoints.load()
+        if data is None:
+            return False
+        try:
+            self.load_state_dict(data["state"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            # load_state_dict's first line is a header ("Error(s) in loading ...:"): name the first problem
+            reason = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(exc).__name__)
+            raise CheckpointError(
+                f"checkpoint in {self.folder} does not fit this solver ({reason}); the code or "
+                "config changed since it was written: restore them, or --clear to start afresh"
+            ) from None
+        self.result_logger.write_history(self.history)
+        where = f"update {self.train_done} of epoch {self.epoch}" if self.train_done else f"epoch {self.epoch}"
+        logger.info("resuming %s from %s", self.folder, where)
+        return True
