@@ -30,16 +30,15 @@ def baton_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
     )
 
 
-WAIT_SOLVER = '''
-"""A stand-in solver for the experiment manager's tests: one history line per epoch, and
-optionally waiting for a file before finishing, so a test controls how long it runs. It has
-what a launcher asks of a solver (baton.xp.launch.Launchable) and nothing more."""
+# What a launcher asks of a solver class (baton.xp.launch), and nothing more: stand-in solvers
+# of the experiment manager's tests subclass it.
+STAND_IN = '''
 import json
 import time
 from pathlib import Path
 
 
-class WaitSolver:
+class StandIn:
     def __init__(self, cfg):
         self.cfg = cfg
         self.folder = Path(cfg.xp.folder)
@@ -54,7 +53,14 @@ class WaitSolver:
 
     def __exit__(self, *exc):
         pass
+'''
 
+# One history line per epoch, and optionally waiting for a file before finishing, so a test
+# controls how long it runs.
+WAIT_SOLVER = STAND_IN + '''
+
+
+class WaitSolver(StandIn):
     def run(self):
         history = self.folder / "history.jsonl"
         done = len(history.read_text().splitlines()) if history.exists() else 0

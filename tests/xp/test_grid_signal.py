@@ -18,7 +18,7 @@ import pytest
 from baton.xp import status as st
 from baton.xp.folder import XPFolder, all_xps
 from baton.xp.lock import read_owner
-from tests.xp.conftest import REPO
+from tests.xp.conftest import REPO, STAND_IN
 
 # Two example XPs that train for minutes, checkpointing every 50 updates.
 LONG_GRID = """\
@@ -33,27 +33,11 @@ def explore(launcher):
 """
 
 # A solver that ignores SIGTERM: only a kill stops it.
-STUBBORN_SOLVER = '''
+STUBBORN_SOLVER = STAND_IN + '''
 import signal
-import time
-from pathlib import Path
 
 
-class StubbornSolver:
-    def __init__(self, cfg):
-        self.folder = Path(cfg.xp.folder)
-        self.finished = False
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
+class StubbornSolver(StandIn):
     def run(self):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         (self.folder / "ready").write_text("")
