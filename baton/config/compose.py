@@ -94,7 +94,8 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
     delta = sig_mod.exclude(delta, list(full.xp.exclude or []))
     sig = sig_mod.signature(delta)
     settings = dict(sig_mod.exclude(sig_mod.flatten(plain).items(), list(full.xp.exclude or [])))
-    settings.update({f"<group {group}>": option for group, option in choices.items()})
+    patterns = list(full.xp.exclude or [])
+    settings.update({f"<group {group}>": option for group, option in sig_mod.exclude(choices.items(), patterns)})
 
     env = load_env(dirs, xp_root=full.xp.root)
     _check_missing(full, choices, dirs)

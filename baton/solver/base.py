@@ -249,7 +249,7 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
                 self.run_epoch()
                 self.commit()
                 stop = self.cadence.stop_at_epoch_end()  # came during valid/evaluate/generate
-                if stop is not None:
+                if stop is not None and not self.finished:  # after the last commit: done
                     raise Interrupted(stop, self.epoch - 1)  # committed: that epoch is whole
         except Interrupted as stop:
             saved = "checkpoint saved; run again to resume" if self.settings.save else "checkpoint.save=false: nothing saved"

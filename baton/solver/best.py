@@ -18,9 +18,9 @@ from ..optim.ema import ModuleEMA
 from ..state import StateRegistry, copy_state
 from .settings import LoopSettings, MetricSpec
 
-# The registered name -> its state dict, as the best state should keep it (EMA weights when
-# valid ran with them).
-StateOf = Callable[[str], Mapping[str, Any]]
+# (registered name, stage) -> its state dict, as the best state should keep it (the EMA weights
+# when valid ran with them).
+StateOf = Callable[[str, str], Mapping[str, Any]]
 
 
 class BestStates:
@@ -73,7 +73,7 @@ class BestStates:
                 self.values[spec.name] = value
                 improved.append(spec.name)
         if improved and self.names:
-            shared = {name: copy_state(state_of(name)) for name in self.names}
+            shared = {name: copy_state(state_of(name, stage)) for name in self.names}
             for metric in improved:
                 self.states[metric] = shared
 
@@ -131,7 +131,16 @@ class BestStateTracking:
         self.best.names.extend(names)
 
     def track_best(self, name: str, direction: str = "min", stage: str = "valid") -> None:
-        """Also keep a best state by metric `name` of `stage` (beside `best_metric`)."""
+        """Also keep a best state by metric `name` of `stage` (valid or train) beside `best_metric`.
+
+        Evaluate and generate run with a best state swapped in, not the weights being trained,
+        so their metrics cannot select a state to keep.
+        """
+        if stage not in ("valid", "train"):
+            raise ConfigError(
+                f"track_best('{name}', stage='{stage}'): {stage} runs with the best state, not the "
+                "trained weights; track a metric of valid or train"
+            )
         self.best.track(MetricSpec(name, stage, direction))
 
 
@@ -149,8 +158,8 @@ class BestStateTracking:
         self.best.set_primary(None if name is None else MetricSpec(str(name), primary.stage, primary.direction))
 
 
-    def _best_candidate(self, name: str) -> Any:
-        if self.ema is not None and name in self.ema.modules:
+    def _best_candidate(self, name: str, stage: str) -> Any:
+        if stage == "valid" and self.ema is not None and name in self.ema.modules:
             return self.ema.averages[name]  # valid ran with the EMA weights: those scored
         return self.stateful.get(name).state_dict()
 

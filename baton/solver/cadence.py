@@ -48,6 +48,7 @@ class StopSignal:
             self.received = signum
 
     def install(self) -> None:
+        self.received = None  # a signal that stopped an earlier run() is not this run's
         for name in self.SIGNALS:
             signum = getattr(signal, name, None)
             if signum is None:

@@ -129,13 +129,14 @@ def _run_rank(
 
     if not distrib.is_rank_zero():
         # Rank 0 owns the folder's files; the others wait until it holds the lock and has
-        # cleared/initialised the folder (or was refused, or found the XP done), then only train.
+        # cleared/initialised the folder (or was refused, or found the XP done), then build
+        # alongside it (a build may hold collectives) and train.
         word = distrib.broadcast_object(None)
         if word == _ALREADY_DONE:
             return st.DONE
         if word is not None:
             raise UserError(word)
-        with cls.from_config(xp.cfg) as solver:
+        with _build_everywhere(cls, xp, None) as solver:
             solver.run()
         return st.DONE
     folder = XPFolder(xp.folder)
@@ -145,23 +146,20 @@ def _run_rank(
             if clear:
                 clear_folder(folder.path)
             accepted = check_config_drift(folder, xp, accept=accept_config_change)
-            if _is_done(folder):  # nothing to train: no data or model is built
-                if accepted:  # the new config is the XP's record from now on
-                    folder.write_config(xp.cfg)
-                    write_settings(folder, xp)
+            if not accepted and _is_done(folder, xp):  # nothing to train: no data or model built
                 released = True
                 distrib.broadcast_object(_ALREADY_DONE)
                 return st.DONE
             init_xp(xp)
-            with _build_solver(cls, xp, folder) as solver:
+            released = True
+            distrib.broadcast_object(None)
+            with _build_everywhere(cls, xp, folder) as solver:
                 # Built: only now does this run's config replace the XP's record of it.
                 folder.write_config(xp.cfg)
                 write_settings(folder, xp)
                 with open(folder.path / ENV_LOG, "a") as handle:
                     handle.write(describe(argv or xp.overrides, xp.config_dirs))
                 st.clear_exit(folder)
-                released = True
-                distrib.broadcast_object(None)
                 if on_start is not None:
                     on_start()
                 return _run_solver(solver, xp, folder)
@@ -176,10 +174,41 @@ def _run_rank(
 _ALREADY_DONE = "<done>"  # rank 0's word to the other ranks when the XP has nothing left to do
 
 
-def _is_done(folder: XPFolder) -> bool:
-    """The XP finished (or stopped early by should_stop) and its checkpoint is there."""
+def _is_done(folder: XPFolder, xp: Composition) -> bool:
+    """The XP finished (all `optim.epochs`, or stopped early by should_stop) and its checkpoint
+    was not replaced since (a user rolling back with `cp checkpoint_3.th checkpoint.th` wants a
+    resume, not a report)."""
     record = st.read_exit(folder)
-    return bool(record and record.get("status") == st.DONE and (folder.path / "checkpoint.th").exists())
+    checkpoint = folder.path / "checkpoint.th"
+    if not record or record.get("status") != st.DONE or not checkpoint.exists():
+        return False
+    if checkpoint.stat().st_mtime > float(record.get("time", 0)):
+        return False
+    early = "should_stop" in str(record.get("message", ""))
+    return early or len(folder.history()) >= int(xp.cfg.optim.epochs)
+
+
+def _build_everywhere(cls: type[BaseSolver], xp: Composition, folder: XPFolder | None) -> BaseSolver:
+    """Build the solver on every rank, then agree: if any rank failed, every rank raises its
+    first error (one line), so none goes on alone into a collective. Rank 0 passes `folder`."""
+    from baton import distrib
+
+    solver: BaseSolver | None = None
+    failure: BaseException | None = None
+    try:
+        solver = _build_solver(cls, xp, folder) if folder is not None else cls.from_config(xp.cfg)
+    except BaseException as exc:  # a bug too: the other ranks must not wait for this one
+        failure = exc
+    said = None if failure is None else (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+    errors = [e for e in distrib.all_gather_object(said) if e is not None]
+    if failure is not None:
+        raise failure
+    if errors:
+        assert solver is not None
+        solver.close()
+        raise UserError(f"another rank could not build the solver: {errors[0]}")
+    assert solver is not None
+    return solver
 
 
 def _build_solver(cls: type[BaseSolver], xp: Composition, folder: XPFolder) -> BaseSolver:

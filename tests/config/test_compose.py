@@ -109,3 +109,13 @@ def test_group_the_solver_does_not_use_must_be_added_with_plus(project_conf: Pat
         compose(["solver=example", "model=big"], config_dir=str(project_conf))
     cfg = compose(["solver=example", "+model=big"], config_dir=str(project_conf))
     assert cfg.model.layers == 8
+
+
+def test_an_excluded_group_is_no_setting_of_the_run() -> None:
+    """Drift compares settings: a group listed in xp.exclude (a per-cluster dataset) is not one."""
+    from baton.config import compose_xp
+
+    kept = compose_xp(["solver=compression/debug"]).settings
+    assert kept["<group dset>"] == "synth"
+    dropped = compose_xp(["solver=compression/debug", "xp.exclude=[xp.*,dset]"]).settings
+    assert "<group dset>" not in dropped

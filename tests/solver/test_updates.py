@@ -180,3 +180,31 @@ def test_unknown_extra_best_metric_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"track_best\('acc'\) is not a metric of stage 'valid'"):
         Typo(example_config(tmp_path, *FAST, "optim.epochs=1")).run()
 
+
+
+def test_a_signal_from_an_earlier_run_does_not_stop_the_next(tmp_path: Path) -> None:
+    """A notebook: run() stopped by Ctrl-C, then run() again trains, and a new Ctrl-C counts as
+    the first."""
+    import signal
+
+    s = ExampleSolver(example_config(tmp_path, *FAST, "optim.epochs=1"))
+    s.cadence.signal.received = signal.SIGINT  # what the earlier, interrupted run() left
+    assert len(s.run()) == 1 and s.finished
+
+
+def test_a_signal_after_the_last_commit_leaves_the_xp_done(tmp_path: Path) -> None:
+    import signal
+
+    class SignalledAtTheEnd(ExampleSolver):
+        def after_stage(self, stage: Stage, metrics: dict[str, float]) -> None:
+            if stage is Stage.GENERATE and self.epoch == 2:
+                self.cadence.signal.received = signal.SIGTERM  # the epoch commits next
+
+    s = SignalledAtTheEnd(example_config(tmp_path, *FAST, "optim.epochs=2"))
+    assert len(s.run()) == 2 and s.finished  # no Interrupted: nothing was left to resume
+
+
+def test_best_states_come_from_valid_or_train(tmp_path: Path) -> None:
+    s = ExampleSolver(example_config(tmp_path, *FAST, "optim.epochs=1"))
+    with pytest.raises(ConfigError, match=r"track_best\('mse', stage='evaluate'\): evaluate runs with the best state"):
+        s.track_best("mse", stage="evaluate")
