@@ -112,25 +112,7 @@ def read_checkpoint(
             version, or a file written by another XP (signature mismatch).
     """
     path = Path(path)
-    try:
-        data = _load(path, trusted)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except pickle.UnpicklingError as exc:
-        wanted = None if trusted else _refused_global(str(exc))
-        if wanted is not None:
-            raise UnsafeCheckpointError(
-                f"checkpoint {path} is refused: loading it needs {wanted}, and unpickling that "
-                "could run arbitrary code; only if you trust the file, load it with --trust "
-                "(baton info/export) or checkpoint.trusted=true (baton run)"
-            ) from None
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupt: {_pickle_problem(exc)})"
-        ) from None
-    except Exception as exc:  # torch raises several types for a truncated zip
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupt: {_first_line(exc)})"
-        ) from None
+    data = load_file(path, trusted=trusted)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a baton checkpoint (no 'format: baton' header)")
     if data.get("version", 0) > VERSION:
@@ -146,6 +128,46 @@ def read_checkpoint(
     if expected_solver is not None and written_by.rsplit(".", 1)[-1] != expected_solver.rsplit(".", 1)[-1]:
         raise CheckpointError(f"checkpoint {path} was written by solver {data['solver']}, not {expected_solver}")
     return _upgrade(data)
+
+
+TRUST_HINT = "load it with --trust (baton info/export) or checkpoint.trusted=true (baton run)"
+
+
+def load_file(path: str | Path, *, trusted: bool = False, trust_hint: str = TRUST_HINT) -> Any:
+    """`torch.load` one file onto the CPU, refusing anything that could run code from it.
+
+    Every reader of checkpoint files goes through here, so all of them refuse a crafted pickle
+    the same way and report a damaged file on one line that names it.
+
+    Args:
+        trusted: unpickle anything the file holds (`weights_only=False`). Only for files from a
+            trusted source: a crafted pickle runs arbitrary code when loaded this way.
+        trust_hint: how a caller's user says they trust the file, ending the refusal message
+            ("pass Checkpointer(..., trusted=True)"); baton's CLI options by default.
+    Raises:
+        UnsafeCheckpointError: without `trusted`, the file holds more than tensors and plain
+            values (nothing of it was run).
+        CheckpointError: a missing, truncated or unreadable file.
+    """
+    path = Path(path)
+    try:
+        return _load(path, trusted)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except pickle.UnpicklingError as exc:
+        wanted = None if trusted else _refused_global(str(exc))
+        if wanted is not None:
+            raise UnsafeCheckpointError(
+                f"checkpoint {path} is refused: loading it needs {wanted}, and unpickling that "
+                f"could run arbitrary code; only if you trust the file, {trust_hint}"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupt: {_pickle_problem(exc)})"
+        ) from None
+    except Exception as exc:  # torch raises several types for a truncated zip
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupt: {_first_line(exc)})"
+        ) from None
 
 
 def _load(path: Path, trusted: bool) -> Any:
