@@ -129,13 +129,15 @@ class ResultLogger:
 
     _open: ResultLogger | None = None
 
-    def __init__(self, folder: Path, logging_cfg: Any) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: Path | None, logging_cfg: Any) -> None:
+        """`folder` None: the terminal only (a Brain built without an output folder)."""
+        self.folder = None if folder is None else Path(folder)
         self.cfg = logging_cfg
         self.logger = logging.getLogger("baton")
         self._handlers: list[logging.Handler] = []
         self._writer: Any = None
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
         if ResultLogger._open is not None:
             ResultLogger._open.close()
         ResultLogger._open = self
@@ -144,10 +146,11 @@ class ResultLogger:
     def _setup_handlers(self) -> None:
         level = getattr(logging, str(self.cfg.level).upper(), logging.INFO)
         self.logger.setLevel(level)
-        name = "solver.log" if distrib.is_rank_zero() else f"worker_{distrib.rank()}.log"
-        file_handler = logging.FileHandler(self.folder / name)
-        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        self._handlers.append(file_handler)
+        if self.folder is not None:
+            name = "solver.log" if distrib.is_rank_zero() else f"worker_{distrib.rank()}.log"
+            file_handler = logging.FileHandler(self.folder / name)
+            file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            self._handlers.append(file_handler)
         root_configured = bool(logging.getLogger().handlers)
         has_console = any(getattr(h, "_baton_console", False) for h in self.logger.handlers)
         if distrib.is_rank_zero() and not root_configured and not has_console:
@@ -182,7 +185,7 @@ class ResultLogger:
         self.log_scalars(stage, metrics, epoch)
 
     def log_scalars(self, prefix: str, metrics: Mapping[str, float], step: int) -> None:
-        if not self.cfg.tensorboard or not distrib.is_rank_zero():
+        if not self.cfg.tensorboard or not distrib.is_rank_zero() or self.folder is None:
             return
         if self._writer is None:
             # tensorboard is slow to import: only solvers that log pay for it.
@@ -196,7 +199,7 @@ class ResultLogger:
 
     def write_history(self, history: list[dict[str, dict[str, float]]]) -> None:
         """Rewrite history.jsonl from the in-memory history (atomic, rank 0)."""
-        if not distrib.is_rank_zero():
+        if not distrib.is_rank_zero() or self.folder is None:
             return
         lines = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in history)
         write_text_atomic(self.folder / "history.jsonl", lines)

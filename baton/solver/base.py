@@ -67,15 +67,17 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
         folder: the XP folder; defaults to `cfg.xp.folder`, which `baton.config.compose` fills.
     """
 
+    needs_folder = True  # a Brain may run without one (console only), as SpeechBrain's does
+
     def __init__(self, cfg: Any, folder: str | Path | None = None) -> None:
         self.cfg = cfg
         folder = folder if folder is not None else cfg.xp.folder
-        if folder is None:
+        if folder is None and self.needs_folder:
             raise ConfigError(
                 "the solver has no XP folder: pass folder=... or build the config with "
                 "baton.config.compose, which sets xp.folder"
             )
-        self.folder = Path(folder)
+        self.folder: Path | None = None if folder is None else Path(folder)
         self.sig: str | None = cfg.xp.sig
         self.settings = settings = LoopSettings.from_config(cfg)
         self.device = resolve_device(str(cfg.device))
@@ -83,16 +85,12 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
         apply_torch_settings(cfg)
         seed_everything(settings.seed)
         self.result_logger = ResultLogger(self.folder, cfg.logging)
-        self.checkpoints = CheckpointManager(
-            self.folder, self.sig, keep_last=settings.keep_last, keep_every=settings.keep_every,
-            async_save=settings.async_save, trusted=settings.trusted_checkpoints,
-            solver=f"{type(self).__module__}.{type(self).__qualname__}",
-        )
+        self._checkpoints: CheckpointManager | None = None  # created on first use
         self.cadence = Cadence(
             settings.save_every_updates if settings.save else 0,
             settings.save_every_seconds if settings.save else 0.0,
         )
-        self.profiler = UpdateProfiler(cfg.profiler, self.folder, self.device)
+        self.profiler = UpdateProfiler(cfg.profiler, self.folder or Path.cwd(), self.device)
         self.stateful = StateRegistry(self)
         self.best = BestStates(settings.best_metric)
         self.ema: ModuleEMA | None = None
@@ -199,6 +197,10 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
         """Registered modules as assigned (a DDP wrapper stays wrapped: train/eval go through it)."""
         return {n: v for n in self.stateful if isinstance(v := getattr(self, n), nn.Module)}
 
+    def replace_module(self, name: str, module: nn.Module) -> None:
+        """Put `module` (a DDP wrapper) where registered module `name` was."""
+        setattr(self, name, module)
+
     def steppers(self) -> list[GradientStepper]:
         return [v for n in self.stateful if isinstance(v := self.stateful.get(n), GradientStepper)]
 
@@ -210,8 +212,8 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
             return
         self._prepared = True
         if self.settings.compile:
-            for name in self.registered_modules():
-                self.stateful.get(name).compile()  # in place: state_dict keys stay plain
+            for module in self.registered_modules().values():
+                unwrap(module).compile()  # in place: state_dict keys stay plain
         if distrib.world_size() > 1:
             s = self.settings
             wrappers = ddp.wrap_trainable(
@@ -219,12 +221,12 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
                 find_unused_parameters=s.find_unused_parameters, broadcast_buffers=s.broadcast_buffers,
             )
             for name, wrapper in wrappers.items():
-                setattr(self, name, wrapper)
+                self.replace_module(name, wrapper)
             ddp.rewire_steppers(self.steppers(), wrappers)
 
     def close(self) -> None:
         """Wait for a background save, then close the log and TensorBoard files."""
-        self.checkpoints.wait()
+        self.wait_for_saves()
         self.profiler.stop()
         self.result_logger.close()
 
@@ -241,25 +243,37 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
         The log stays open afterwards (evaluate again, inspect); `close()` it, or use the
         solver as a context manager.
         """
-        self.cadence.signal.install()
-        try:
+        with self.training():
             self.prepare()
             self.restore()
             while not self.finished:
                 self.run_epoch()
                 self.commit()
-                stop = self.cadence.stop_at_epoch_end()  # came during valid/evaluate/generate
-                if stop is not None and not self.finished:  # after the last commit: done
-                    raise Interrupted(stop, self.epoch - 1)  # committed: that epoch is whole
+                self.stop_if_signalled()
+        return self.history
+
+    @contextmanager
+    def training(self) -> Iterator[None]:
+        """Around a training run: stop signals are caught (the loop checkpoints and stops at
+        the next update), and background saves are finished on the way out."""
+        self.cadence.signal.install()
+        try:
+            yield
         except Interrupted as stop:
             saved = "checkpoint saved; run again to resume" if self.settings.save else "checkpoint.save=false: nothing saved"
             logger.info("%s, %s", stop.describe(), saved)
             raise
         finally:
             self.cadence.signal.uninstall()
-            self.checkpoints.wait()
+            self.wait_for_saves()
             self.profiler.stop()
-        return self.history
+
+    def stop_if_signalled(self) -> None:
+        """After a commit: a stop signal that came during valid/evaluate/generate ends the run
+        here (the epoch is whole in the checkpoint); after the last epoch, the run is done."""
+        stop = self.cadence.stop_at_epoch_end()
+        if stop is not None and not self.finished:
+            raise Interrupted(stop, self.epoch - 1)
 
     def run_epoch(self) -> None:
         for stage, run_stage in self.stages():

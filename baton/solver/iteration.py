@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .. import distrib
-from ..checkpoint import CheckpointManager
 from ..data.epochs import set_epoch as set_dataset_epoch
 from ..data.stream import BatchStream
 from ..errors import ConfigError
@@ -158,11 +157,11 @@ class TrainingIteration:
     ema: ModuleEMA | None
     profiler: UpdateProfiler
     cadence: Cadence
-    checkpoints: CheckpointManager
     _train_stream: BatchStream | None
 
     steppers: Callable[[], list[GradientStepper]]  # BaseSolver's
     save_checkpoint: Callable[..., None]  # Checkpointing's
+    wait_for_saves: Callable[[], None]  # Checkpointing's
 
     def updates_per_epoch(self, batches: int | None = None) -> int:
         """Updates in one epoch; `batches` (one full pass, per rank) when the caller knows it."""
@@ -245,7 +244,7 @@ class TrainingIteration:
         stop, save = self.cadence.after_update(self.update)
         if stop is not None:
             self.save_checkpoint(end_of_epoch=False)
-            self.checkpoints.wait()
+            self.wait_for_saves()
             raise Interrupted(stop, self.epoch)
         if save:
             self.save_checkpoint(end_of_epoch=False)

@@ -79,14 +79,35 @@ class Checkpointing:
     """The solver's checkpoint methods: its state, a save, and a restore. Mixed into BaseSolver,
     whose attributes it uses (declared below for readers and type checkers)."""
 
-    folder: Path
+    folder: Path | None
+    sig: str | None
     epoch: int
     train_done: int
     history: list[dict[str, dict[str, float]]]
     settings: LoopSettings
     cadence: Cadence
-    checkpoints: CheckpointManager
     result_logger: ResultLogger
+    _checkpoints: CheckpointManager | None
+
+    @property
+    def checkpoints(self) -> CheckpointManager:
+        """The XP folder's checkpoint files, opened on first use (a Brain writes through its
+        Checkpointer instead, and may have no folder at all)."""
+        if self._checkpoints is None:
+            if self.folder is None:
+                raise CheckpointError("this solver has no folder to write checkpoints to; give it one")
+            s = self.settings
+            self._checkpoints = CheckpointManager(
+                self.folder, self.sig, keep_last=s.keep_last, keep_every=s.keep_every,
+                async_save=s.async_save, trusted=s.trusted_checkpoints,
+                solver=f"{type(self).__module__}.{type(self).__qualname__}",
+            )
+        return self._checkpoints
+
+    def wait_for_saves(self) -> None:
+        """Block until a background checkpoint write is on disk."""
+        if self._checkpoints is not None:
+            self._checkpoints.wait()
 
     def state_dict(self) -> SolverState:
         """Everything that shapes the rest of training; layout in `baton.checkpoint`. Collective."""

@@ -19,6 +19,7 @@ evaluate/generate with the best state. A solver with several optimizers (a GAN) 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .base import BaseSolver
@@ -27,6 +28,8 @@ from .stage import Stage
 
 
 class StandardSolver(BaseSolver):
+    folder: Path  # always set: only a Brain may run without a folder
+
     def build(self) -> None:
         # Data first: LR schedules need the number of updates, which comes from the loaders.
         self.build_dataloaders()
