@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -168,3 +168,26 @@ def rank_zero_only(fn: F) -> F:
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def run_on_main(
+    func: Callable[..., Any],
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    post_func: Callable[..., Any] | None = None,
+    post_args: Sequence[Any] | None = None,
+    post_kwargs: Mapping[str, Any] | None = None,
+    run_post_on_main: bool = False,
+) -> Any:
+    """SpeechBrain's helper: run `func` on rank 0 (e.g. data preparation that writes files)
+    while the others wait, then `post_func` on the other ranks (also on rank 0 when
+    `run_post_on_main`), e.g. to read what rank 0 wrote. Returns `func`'s result on rank 0."""
+    result = None
+    if is_rank_zero():
+        result = func(*(args or ()), **(kwargs or {}))
+    barrier()
+    if post_func is not None:
+        if run_post_on_main or not is_rank_zero():
+            post_func(*(post_args or ()), **(post_kwargs or {}))
+        barrier()
+    return result

@@ -41,6 +41,11 @@ class DataError(UserError):
     """An audio file or manifest line cannot be used."""
 
 
+class NonFiniteLossError(UserError, ValueError):
+    """The loss stayed NaN/inf for more batches in a row than the patience allows. A
+    ValueError too, as SpeechBrain raises one there."""
+
+
 def yaml_error_line(exc: Exception) -> str:
     """'invalid YAML in FILE line N: problem' from a yaml error, on one line."""
     mark = getattr(exc, "problem_mark", None)

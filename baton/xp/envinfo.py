@@ -14,13 +14,22 @@ import baton
 
 
 def describe(argv: Sequence[str], config_dirs: Sequence[Path]) -> str:
+    lines = [
+        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        f"command: baton run {' '.join(argv)}",
+        *environment_lines(),
+        f"config dirs: {', '.join(str(d) for d in config_dirs)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def environment_lines() -> list[str]:
+    """Host, python, torch, CUDA and the code's git commits: what a rerun must match."""
     import torch
 
     cuda = torch.version.cuda if torch.cuda.is_available() else "not available"
     devices = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    lines = [
-        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        f"command: baton run {' '.join(argv)}",
+    return [
         f"host: {socket.gethostname()}",
         f"python: {sys.version.split()[0]} ({sys.executable})",
         f"platform: {platform.platform()}",
@@ -28,9 +37,7 @@ def describe(argv: Sequence[str], config_dirs: Sequence[Path]) -> str:
         f"cuda: {cuda}" + (f" [{devices}]" if devices else ""),
         f"baton: {baton.__version__} at {Path(baton.__file__).parent} ({_git(Path(baton.__file__).parent)})",
         f"cwd: {Path.cwd()} ({_git(Path.cwd())})",
-        f"config dirs: {', '.join(str(d) for d in config_dirs)}",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _git(folder: Path) -> str:

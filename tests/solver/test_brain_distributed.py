@@ -1,0 +1,62 @@
+"""A Brain under two gloo ranks started as torchrun starts them: one model, global metrics."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(out: Path, world: int, batch_size: int) -> None:
+    out.mkdir()
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        if world > 1:
+            env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, "-m", "tests.solver.brain_ddp_worker", str(out), str(batch_size)],
+                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    for proc in procs:
+        output, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, output.decode()[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_two_ranks_train_one_model_equal_to_one_process_with_the_global_batch(tmp_path):
+    launch(tmp_path / "ddp", world=2, batch_size=4)
+    launch(tmp_path / "single", world=1, batch_size=8)
+    rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
+    single = torch.load(tmp_path / "single" / "rank0.pt")
+    assert rank0["world"] == 2 and single["world"] == 1
+    for key, value in rank0["weights"].items():
+        assert torch.equal(value, rank1["weights"][key]), key  # one model, bit for bit
+        torch.testing.assert_close(value, single["weights"][key])  # the same training as one process
+    # Every rank's hooks got the loss over all items of all ranks, equal to one process's.
+    assert rank0["losses"] == rank1["losses"]
+    for (stage, loss), (stage_single, loss_single) in zip(rank0["losses"], single["losses"], strict=True):
+        assert stage == stage_single
+        assert loss == pytest.approx(loss_single, rel=1e-5)
+    # The valid loss is the mean over the 20 valid items (10 per rank, uneven batches of 3).
+    from tests.solver.brain_ddp_worker import data
+
+    model = torch.nn.Linear(4, 2)
+    model.load_state_dict(rank0["weights"])
+    valid: TensorDataset = data(20, 2)
+    expected = torch.nn.functional.mse_loss(model(valid.tensors[0]), valid.tensors[1]).item()
+    assert rank0["losses"][-1] == ("valid", pytest.approx(expected, rel=1e-5))
