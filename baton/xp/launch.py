@@ -178,11 +178,13 @@ def _is_done(folder: XPFolder, xp: Composition) -> bool:
     """The XP finished (all `optim.epochs`, or stopped early by should_stop) and its checkpoint
     was not replaced since (a user rolling back with `cp checkpoint_3.th checkpoint.th` wants a
     resume, not a report)."""
+    from baton.xp.checkpoints import last_checkpoint_time
+
     record = st.read_exit(folder)
-    checkpoint = folder.path / "checkpoint.th"
-    if not record or record.get("status") != st.DONE or not checkpoint.exists():
+    written = last_checkpoint_time(folder.path)
+    if not record or record.get("status") != st.DONE or written is None:
         return False
-    if checkpoint.stat().st_mtime > float(record.get("time", 0)):
+    if written > float(record.get("time", 0)):
         return False
     early = "should_stop" in str(record.get("message", ""))
     return early or len(folder.history()) >= int(xp.cfg.optim.epochs)

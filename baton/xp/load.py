@@ -136,10 +136,14 @@ class _Source:
         if self.kind == "checkpoint":
             data = read_checkpoint(self.path, _sig(cfg), trusted=trusted)
             return checkpoint_weights(data, which, where=str(self.path)), str(self.path)
+        from baton.xp.checkpoints import brain_checkpointer, xp_weights
+
+        where = f"the checkpoint in {self.path}"
+        if brain_checkpointer(self.path) is not None:
+            return xp_weights(self.path, which, cfg.best_metric, trusted=trusted), where
         latest = CheckpointManager(self.path, _sig(cfg), trusted=trusted).load()
         if latest is None:
             raise CheckpointError(f"no checkpoint in {self.path}; train the XP first")
-        where = f"the checkpoint in {self.path}"
         return checkpoint_weights(latest, which, where=where), where
 
 

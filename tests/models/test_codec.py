@@ -134,7 +134,9 @@ def test_unknown_and_missing_config_keys_are_named():
 def test_every_preset_is_complete():
     from baton.models.codec import PRESET_DIR
 
-    for path in PRESET_DIR.glob("*.yaml"):
+    presets = list(PRESET_DIR.glob("seanet*.yaml"))  # the model group also holds the classifier
+    assert presets
+    for path in presets:
         CompressionModelConfig.from_mapping(load_preset(path.stem))
     with pytest.raises(ConfigError, match="unknown model preset 'nope'"):
         load_preset("nope")

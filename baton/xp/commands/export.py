@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @quiet_on_closed_pipe
 def main(args: argparse.Namespace) -> int:
-    from baton.checkpoint import exported_weights
+    from baton.xp.checkpoints import xp_weights
     from baton.xp.folder import find_xp
     from baton.xp.launch import xp_root
 
@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     folder = find_xp(args.sig, xp_root(args.config_dir))
     config = config_beside(output) if args.with_config else None
     config_text = _config_text(folder.path) if config is not None else None  # before writing anything
-    weights = exported_weights(folder.path, args.source, trusted=args.trust, sig=folder.sig)
+    weights = xp_weights(folder.path, args.source, _best_metric(folder.path), trusted=args.trust, sig=folder.sig)
     output.parent.mkdir(parents=True, exist_ok=True)
     if as_safetensors:
         metadata = {"format": "pt", "baton_sig": folder.sig, "baton_source": args.source}
@@ -159,3 +159,16 @@ def _require_safetensors() -> Any:
             "(or export to a .pt file)"
         ) from None
     return save
+
+
+def _best_metric(folder: Path) -> object:
+    """The XP's best_metric section (it picks a Brain XP's best checkpoint); the default when
+    the XP has no readable config."""
+    from omegaconf import OmegaConf
+
+    from baton.xp.folder import CONFIG
+
+    try:
+        return OmegaConf.load(folder / CONFIG).best_metric
+    except (OSError, AttributeError):  # no config.yaml (an XP that never started): engine XPs do not need it
+        return OmegaConf.create({"name": "loss", "direction": "min"})

@@ -88,18 +88,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _checkpoint_epoch(folder: Path, *, trusted: bool = False) -> str:
-    from baton.checkpoint import read_checkpoint
-    from baton.errors import UnsafeCheckpointError, UserError
+    from baton.xp.checkpoints import describe_latest
 
-    path = folder / "checkpoint.th"
-    if not path.is_file():
-        return "none"
-    try:
-        return f"epoch {read_checkpoint(path, trusted=trusted)['epoch']} ({path.name})"
-    except UnsafeCheckpointError as exc:
-        return str(exc)  # "checkpoint ... is refused: ...; ... --trust ..."
-    except (UserError, KeyError, OSError) as exc:
-        return f"unreadable: {exc}"
+    return describe_latest(folder, trusted=trusted)
 
 
 def metric_columns(history: Sequence[dict[str, dict[str, float]]]) -> list[tuple[str, str]]:

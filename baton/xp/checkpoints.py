@@ -1,0 +1,99 @@
+"""An XP's checkpoints, in either layout, for the tools that read them (`info`, `export`,
+`baton.load_model`, the done check of `run`).
+
+Solvers on the engine write `checkpoint.th` (see `baton.checkpoint`). A Brain run as an XP
+writes through its Checkpointer into `save/` (SpeechBrain's layout: `CKPT+<time>/` folders
+with one `<name>.ckpt` per recoverable); its "best" is the checkpoint whose CKPT.yaml holds the
+best value of the XP's `best_metric.name` (as the recipe saved it in `meta`), its "last" the newest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from baton.checkpoint import LATEST, exported_weights, load_file
+from baton.errors import CheckpointError
+
+BRAIN_CHECKPOINTS = "save"  # where a Brain XP's Checkpointer writes (baton.tasks.classification)
+
+
+def brain_checkpointer(folder: Path, *, trusted: bool = False) -> Any:
+    """The Checkpointer of a Brain XP in `folder`, or None when the XP has no such folder."""
+    from baton.checkpointer import Checkpointer
+
+    path = Path(folder) / BRAIN_CHECKPOINTS
+    if not path.is_dir() or (Path(folder) / LATEST).exists():
+        return None
+    return Checkpointer(path, trusted=trusted)
+
+
+def last_checkpoint_time(folder: Path) -> float | None:
+    """When the XP's newest checkpoint was written (its file's mtime), None without one."""
+    latest = Path(folder) / LATEST
+    if latest.exists():
+        return latest.stat().st_mtime
+    checkpointer = brain_checkpointer(folder)
+    found = checkpointer.find_checkpoint() if checkpointer is not None else None
+    return None if found is None else (found.path / "CKPT.yaml").stat().st_mtime
+
+
+def describe_latest(folder: Path, *, trusted: bool = False) -> str:
+    """'epoch 3 (checkpoint.th)' or 'epoch 3 (save/CKPT+...)' for `baton info`."""
+    from baton.checkpoint import read_checkpoint
+    from baton.errors import UnsafeCheckpointError, UserError
+
+    path = Path(folder) / LATEST
+    checkpointer = brain_checkpointer(folder, trusted=trusted)
+    try:
+        if checkpointer is not None:
+            found = checkpointer.find_checkpoint()
+            if found is None:
+                return "none"
+            state = load_file(found.paramfiles["brain"], trusted=trusted)["engine"]["loop"]
+            done = state["epoch"] - (0 if found.meta.get("end-of-epoch") else 1)
+            return f"epoch {done} ({BRAIN_CHECKPOINTS}/{found.path.name})"
+        if not path.is_file():
+            return "none"
+        return f"epoch {read_checkpoint(path, trusted=trusted)['epoch']} ({path.name})"
+    except UnsafeCheckpointError as exc:
+        return str(exc)  # "checkpoint ... is refused: ...; ... --trust ..."
+    except (UserError, KeyError, OSError) as exc:
+        return f"unreadable: {exc}"
+
+
+def xp_weights(folder: Path, source: str, best_metric: Any, *, trusted: bool = False, sig: str | None = None) -> dict[str, Any]:
+    """An XP's `source` weights ('best', 'ema' or 'last'), as `baton.checkpoint.exported_weights`
+    gives them: the state dict of its one model, or {module name: state dict} for several.
+
+    Args:
+        best_metric: the XP's `best_metric` config section (name, direction), which picks a
+            Brain XP's best checkpoint.
+    Raises:
+        CheckpointError: no checkpoint, or none holding that source.
+    """
+    checkpointer = brain_checkpointer(folder, trusted=trusted)
+    if checkpointer is None:
+        return exported_weights(folder, source, trusted=trusted, sig=sig)
+    if source == "ema":
+        raise CheckpointError(f"XP {folder.name} is a Brain XP: its checkpoints hold no EMA weights; use best or last")
+    if source not in ("best", "last"):
+        raise CheckpointError(f"unknown export source '{source}'; use best, ema or last")
+    name, direction = str(best_metric.name), str(best_metric.direction)
+    if source == "best":
+        key = {"min_key": name} if direction == "min" else {"max_key": name}
+        found = checkpointer.find_checkpoint(**key)
+        if found is None:
+            raise CheckpointError(
+                f"no checkpoint in {checkpointer.checkpoints_dir} records '{name}' (best_metric.name) in its "
+                "meta; save it in save_and_keep_only(meta=...), or use --source last"
+            )
+    else:
+        found = checkpointer.find_checkpoint()
+        if found is None:
+            raise CheckpointError(f"no checkpoint in {checkpointer.checkpoints_dir}; train the XP first")
+    modules = load_file(found.paramfiles["brain"], trusted=trusted)["engine"]["modules"]
+    weights = {m: load_file(found.paramfiles[m], trusted=trusted) for m in modules if m in found.paramfiles}
+    if not weights:
+        raise CheckpointError(f"{found.path} holds none of the Brain's modules ({', '.join(modules)}) as recoverables")
+    return next(iter(weights.values())) if len(weights) == 1 else weights
