@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .checkpointer import mark_as_loader as mark_as_loader
     from .checkpointer import mark_as_saver as mark_as_saver
     from .checkpointer import register_checkpoint_hooks as register_checkpoint_hooks
+    from .distrib import ddp_init_group as ddp_init_group
     from .distrib import run_on_main as run_on_main
     from .epoch_counter import EpochCounter as EpochCounter
     from .epoch_counter import EpochCounterWithStopper as EpochCounterWithStopper
@@ -40,6 +41,7 @@ _LAZY = {
     "parse_arguments": "baton.solver.brain_options",
     "create_experiment_directory": "baton.experiment",
     "run_on_main": "baton.distrib",
+    "ddp_init_group": "baton.distrib",
     "Checkpointer": "baton.checkpointer",
     "Checkpoint": "baton.checkpointer",
     "register_checkpoint_hooks": "baton.checkpointer",

@@ -191,3 +191,13 @@ def run_on_main(
             post_func(*(post_args or ()), **(post_kwargs or {}))
         barrier()
     return result
+
+
+def ddp_init_group(run_opts: Mapping[str, Any]) -> bool:
+    """SpeechBrain's `sb.utils.distributed.ddp_init_group(run_opts)`: join the process group
+    torchrun (or srun) describes, with `run_opts["distributed_backend"]` (gloo on CPU). A Brain
+    does this itself; recipes that call it first keep working."""
+    backend = run_opts.get("distributed_backend")
+    if not str(run_opts.get("device", "cpu")).startswith("cuda"):
+        backend = "gloo"
+    return init(backend)

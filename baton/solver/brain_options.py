@@ -101,6 +101,10 @@ def resolve_run_opts(run_opts: Mapping[str, Any] | None, hparams: Mapping[str, A
         value = options[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "nonfinite_patience" else 1):
             raise ConfigError(f"run option {key}={value!r}; it must be a whole number >= {0 if key == 'nonfinite_patience' else 1}")
+    if options["jit"]:
+        raise ConfigError("run option jit is not supported by baton: use --compile (torch.compile) instead")
+    if options["data_parallel_backend"]:
+        raise ConfigError("run option data_parallel_backend (DataParallel) is not supported: launch with torchrun for DDP")
     if options["accumulation_remainder"] not in ("step", "drop"):
         raise ConfigError(f"run option accumulation_remainder={options['accumulation_remainder']!r}; use step or drop")
     return options
@@ -136,6 +140,10 @@ def brain_config(options: Mapping[str, Any], base: Any = None) -> Any:
     cfg.checkpoint.trusted = bool(options["trust_checkpoints"]) or bool(cfg.checkpoint.trusted)
     cfg.distributed.find_unused_parameters = bool(options["find_unused_parameters"])
     cfg.logging.progress = not options["noprogressbar"]
+    if options["profile_training"]:
+        cfg.profiler.enabled = True
+        cfg.profiler.warmup = int(options["profile_warmup"])
+        cfg.profiler.active = int(options["profile_steps"])
     return cfg
 
 
@@ -209,6 +217,9 @@ def parse_arguments(arg_list: Sequence[str] | None = None) -> tuple[str, dict[st
     parser.add_argument("--seed", type=int, default=None, help="seed of the training RNG stream")
     parser.add_argument("--accumulation_remainder", type=str, default=None, choices=["step", "drop"], help="a short last accumulation group")
     _bool_flag(parser, "trust_checkpoints", "load checkpoints with full unpickling (only files you trust)")
+    _bool_flag(parser, "profile_training", "profile a few updates with torch.profiler (TensorBoard trace)")
+    parser.add_argument("--profile_warmup", type=int, default=None, help="updates before profiling")
+    parser.add_argument("--profile_steps", type=int, default=None, help="updates profiled")
     known, rest = parser.parse_known_args(list(arg_list))
     run_opts = {k: v for k, v in vars(known).items() if v is not None}
     param_file = run_opts.pop("param_file")
