@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from .. import distrib
 from ..checkpoint import SolverState
@@ -52,7 +52,7 @@ from ..errors import NonFiniteLossError
 from ..optim.amp import autocast
 from .base import BaseSolver
 from .brain_options import PRECISIONS, brain_config, resolve_run_opts, run_opts_from_config
-from .runtime import batch_size_of
+from .runtime import Interrupted, batch_size_of
 from .stage import Stage
 
 logger = logging.getLogger("baton.solver")
@@ -315,11 +315,11 @@ class Brain(BaseSolver):
         resume; under several ranks each gets its share (a DistributedSampler's role).
 
         `ckpt_prefix` is accepted for SpeechBrain's sake: the data position is in the Brain's
-        own checkpoint state. A `sampler` or `batch_sampler` of yours is used as given (resume
-        then replays the batches before the position).
+        own checkpoint state. A `sampler` or `batch_sampler` of yours, or an IterableDataset, is
+        used as given (resume then replays the batches before the position).
         """
         kwargs = dict(loader_kwargs)
-        if "sampler" in kwargs or "batch_sampler" in kwargs:
+        if "sampler" in kwargs or "batch_sampler" in kwargs or isinstance(dataset, IterableDataset):
             return DataLoader(dataset, **kwargs)
         shuffle = bool(kwargs.pop("shuffle", False))
         drop_last = bool(kwargs.pop("drop_last", False))
@@ -488,17 +488,31 @@ class Brain(BaseSolver):
         Checkpointer, keeping only the newest; end-of-epoch saves are the recipe's own
         (`save_and_keep_only` in `on_stage_end`), as in SpeechBrain."""
         self.cadence.saved()
-        if end_of_epoch or self.checkpointer is None:
+        if not end_of_epoch:
+            self._save_own_checkpoint(end_of_epoch=False)
+
+    def _save_own_checkpoint(self, *, end_of_epoch: bool) -> None:
+        """A checkpoint the recipe did not ask for (mid-epoch, or a stop at an epoch's end):
+        flagged in its meta, and only the newest such one is kept."""
+        if self.checkpointer is None:
             return
-        self._snapshot = self.state_dict()
+        self._snapshot = self.state_dict()  # collective; the Checkpointer writes on rank 0
         try:
             self.checkpointer.save_and_keep_only(
-                end_of_epoch=False, num_to_keep=1, meta={INTRA_EPOCH_CKPT_FLAG: True},
+                end_of_epoch=end_of_epoch, num_to_keep=1, meta={INTRA_EPOCH_CKPT_FLAG: True},
                 ckpt_predicate=lambda ckpt: INTRA_EPOCH_CKPT_FLAG in ckpt.meta,
                 verbosity=logging.DEBUG,
             )
         finally:
             self._snapshot = None
+
+    def stop_if_signalled(self) -> None:
+        """A stop signal that came during valid: checkpoint at the epoch boundary (the recipe
+        may not save there), then stop; a resume starts the next epoch."""
+        stop = self.cadence.stop_at_epoch_end()
+        if stop is not None and not self.finished:
+            self._save_own_checkpoint(end_of_epoch=True)
+            raise Interrupted(stop, self.epoch - 1)
 
     def restore(self) -> bool:
         return False  # a Brain resumes through its Checkpointer, in on_fit_start

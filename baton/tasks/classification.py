@@ -32,6 +32,7 @@ from ..solver.brain import Brain
 from ..solver.registry import register_solver
 from ..solver.runtime import per_rank_batch_size
 from ..solver.stage import Stage
+from ..state import seed_everything
 
 CHECKPOINTS = "save"  # the Checkpointer's folder inside the XP folder (SpeechBrain's save_folder)
 
@@ -88,6 +89,7 @@ class ClassificationBrain(Brain):
     @classmethod
     def from_config(cls, cfg: Any, folder: str | Path | None = None) -> ClassificationBrain:
         folder = Path(folder if folder is not None else cfg.xp.folder)
+        seed_everything(int(cfg.seed))  # what a recipe's `__set_seed` does: the same initial weights every run
         datasets = {"train": audio_dataset(cfg.dataset, "train", seed=int(cfg.seed))}
         classes = datasets["train"].classes
         if len(classes) != int(cfg.model.num_classes):

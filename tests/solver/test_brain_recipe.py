@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = Path(__file__).parent / "brain_recipe"
 
 
-def run_recipe(folder: Path, *args: str, killed: bool = False) -> str:
+def run_recipe(folder: Path, *args: str, killed: bool = False, exit_code: int = 0) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(RECIPE / "train.py"), str(RECIPE / "hparams.yaml"), "--output_folder", str(folder),
@@ -26,7 +26,7 @@ def run_recipe(folder: Path, *args: str, killed: bool = False) -> str:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode == (-signal.SIGKILL if killed else 0), out[-3000:]
+    assert proc.returncode == (-signal.SIGKILL if killed else exit_code), out[-3000:]
     return out
 
 
@@ -83,3 +83,18 @@ def test_a_recipe_killed_mid_epoch_resumes_at_the_next_batch_bit_for_bit(tmp_pat
     assert printed_test_stats(straight) == printed_test_stats(resumed)
     # Mid-epoch checkpoints are replaced as training goes on and gone once an epoch ends.
     assert not any("brain_intra_epoch_ckpt" in c for c in checkpoints(tmp_path / "killed"))
+
+
+def test_sigterm_during_valid_checkpoints_at_the_epoch_boundary_and_resumes_exactly(tmp_path):
+    straight = run_recipe(tmp_path / "straight")
+    stopped = run_recipe(tmp_path / "stopped", "--sigterm_in_valid_of_epoch", "2", exit_code=128 + signal.SIGTERM)
+    assert "stopped by SIGTERM during epoch 2" in stopped
+    history = (tmp_path / "stopped" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2  # the valid pass finished: epoch 2 is whole
+    resumed = run_recipe(tmp_path / "stopped")
+    assert "resuming from" in resumed and "at the start of epoch 3" in resumed
+    expected, got = newest_model(tmp_path / "straight"), newest_model(tmp_path / "stopped")
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    assert (tmp_path / "straight" / "history.jsonl").read_text() == (tmp_path / "stopped" / "history.jsonl").read_text()
+    assert printed_test_stats(straight) == printed_test_stats(resumed)

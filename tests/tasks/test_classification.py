@@ -19,13 +19,6 @@ SMALL = ["solver=classification/debug", "optim.epochs=2", "model.channels=[8,16]
          "logging.tensorboard=false", "num_threads=2"]
 
 
-@pytest.fixture
-def env(synth_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
-    monkeypatch.setenv("BATON_XP_DIR", str(tmp_path / "xps"))
-    return tmp_path
-
-
 def test_a_brain_task_runs_as_an_xp_and_exports_its_best_checkpoint(env: Path, tmp_path: Path) -> None:
     result = baton.run(SMALL)
     assert result.status == "done" and len(result.history) == 2
@@ -34,7 +27,7 @@ def test_a_brain_task_runs_as_an_xp_and_exports_its_best_checkpoint(env: Path, t
         assert {"loss", "accuracy", "error"} <= set(last[stage])
     assert last["train"]["loss"] < first["train"]["loss"]
     assert set(last["test"]) == {"loss", "accuracy", "error"}
-    assert last["test"]["accuracy"] > 1 / 8  # above chance after two short epochs
+    assert last["test"]["accuracy"] > 2 / 8  # well above chance (1/8) after two short epochs
     checkpoints = sorted((result.folder / "save").glob("CKPT+*"))
     assert checkpoints and all((c / "model.ckpt").is_file() and (c / "brain.ckpt").is_file() for c in checkpoints)
     assert _checkpoint_epoch(result.folder) == f"epoch 2 (save/{max(checkpoints, key=lambda c: c.stat().st_mtime).name})"

@@ -17,13 +17,6 @@ SHORT = ["solver=compression/debug", "optim.epochs=2", "optim.updates_per_epoch=
          "logging.tensorboard=false", "num_threads=2"]
 
 
-@pytest.fixture
-def env(synth_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
-    monkeypatch.setenv("BATON_XP_DIR", str(tmp_path / "xps"))
-    return tmp_path
-
-
 def test_shortened_debug_run_learns_and_writes_samples(env: Path) -> None:
     cfg = compose(SHORT)
     history = CompressionSolver(cfg).run()

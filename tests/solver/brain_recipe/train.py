@@ -31,6 +31,8 @@ class ClassifierBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         self.errors, self.items = 0, 0
+        if stage == sb.Stage.VALID and epoch == self.hparams.sigterm_in_valid_of_epoch:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a cluster's preemption would
         worse = self.hparams.worse_at_epoch
         if stage == sb.Stage.TRAIN and worse is not None and epoch >= worse:
             for group in self.optimizer.param_groups:
