@@ -1,4 +1,5 @@
-"""One ResultLogger per solver: progress, a summary line per stage, history.jsonl, TensorBoard.
+"""One ResultLogger per solver: progress, a summary line per stage, history.jsonl, and the
+experiment trackers of `logging.loggers` (TensorBoard, MLflow, W&B, CSV; see `baton.loggers`).
 
 Only rank 0 writes files and draws progress; other ranks log to `worker_<k>.log`, so a crash on
 rank 3 is never lost in an interleaved terminal. Progress costs next to nothing per step: the
@@ -18,6 +19,8 @@ from typing import Any
 
 from . import distrib
 from .atomic import write_text_atomic
+from .loggers.base import RunInfo
+from .loggers.fanout import Trackers
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -129,13 +132,25 @@ class ResultLogger:
 
     _open: ResultLogger | None = None
 
-    def __init__(self, folder: Path | None, logging_cfg: Any) -> None:
-        """`folder` None: the terminal only (a Brain built without an output folder)."""
+    def __init__(self, folder: Path | None, logging_cfg: Any, run: RunInfo | None = None) -> None:
+        """`folder` None: the terminal only (a Brain built without an output folder).
+
+        Args:
+            run: the XP's signature and config delta, which trackers record.
+        Raises:
+            ConfigError: `logging.loggers` names an unknown tracker or one not installed.
+        """
         self.folder = None if folder is None else Path(folder)
         self.cfg = logging_cfg
         self.logger = logging.getLogger("baton")
         self._handlers: list[logging.Handler] = []
-        self._writer: Any = None
+        names = [str(n) for n in (logging_cfg.get("loggers") or [])]
+        if not logging_cfg.get("tensorboard", True):  # the older switch still turns it off
+            names = [n for n in names if n != "tensorboard"]
+        if self.folder is None or not distrib.is_rank_zero():
+            names = []  # rank 0 writes; a Brain without a folder logs to the terminal only
+        run = run if run is not None else RunInfo(self.folder or Path.cwd(), None)
+        self.trackers = Trackers(names, logging_cfg, run)
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
         if ResultLogger._open is not None:
@@ -185,17 +200,20 @@ class ResultLogger:
         self.log_scalars(stage, metrics, epoch)
 
     def log_scalars(self, prefix: str, metrics: Mapping[str, float], step: int) -> None:
-        if not self.cfg.tensorboard or not distrib.is_rank_zero() or self.folder is None:
-            return
-        if self._writer is None:
-            # tensorboard is slow to import: only solvers that log pay for it.
-            from torch.utils.tensorboard import SummaryWriter
+        """Metrics under `prefix` at `step` to every tracker (`logging.loggers`), once per step."""
+        self.trackers.log_metrics(prefix, metrics, step)
 
-            self._writer = SummaryWriter(log_dir=str(self.folder / "tensorboard"))
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)):
-                self._writer.add_scalar(f"{prefix}/{key}", value, step)
-        self._writer.flush()
+    def log_audio(self, tag: str, wav: Any, sample_rate: int, step: int) -> None:
+        """An audio clip (a tensor or array, [time] or [channels, time]) to the trackers that
+        take audio (TensorBoard, MLflow as a WAV artifact, W&B)."""
+        self.trackers.log_audio(tag, _numpy(wav), sample_rate, step)
+
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        """An image, uint8 [height, width, 3], e.g. from `baton.loggers.spectrogram`."""
+        self.trackers.log_image(tag, _numpy(image), step)
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        self.trackers.log_text(tag, text, step)
 
     def write_history(self, history: list[dict[str, dict[str, float]]]) -> None:
         """Rewrite history.jsonl from the in-memory history (atomic, rank 0)."""
@@ -204,13 +222,18 @@ class ResultLogger:
         lines = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in history)
         write_text_atomic(self.folder / "history.jsonl", lines)
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Close the trackers (`finished`: the run is complete, not stopped) and the log files."""
         if ResultLogger._open is self:
             ResultLogger._open = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.trackers.close(finished)
         for handler in self._handlers:
             self.logger.removeHandler(handler)
             handler.close()
         self._handlers = []
+
+
+def _numpy(value: Any) -> Any:
+    if hasattr(value, "detach"):  # a tensor
+        return value.detach().float().cpu().numpy()
+    return value

@@ -103,6 +103,7 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
         full.xp.root = env.xp_root
         full.xp.sig = sig
         full.xp.folder = str(Path(env.xp_root) / "xps" / sig)
+        full.xp.delta = {str(key): _plain_value(value) for key, value in delta}
         full.env = env.as_dict()
         full.imports = _with_project_imports(full.get("imports"))
     _resolve(full)
@@ -313,3 +314,12 @@ def _resolve(cfg: DictConfig) -> None:
         key = getattr(exc, "full_key", None)
         where = f"config key '{key}': " if key else ""
         raise ConfigError(f"{where}{_one_line(exc)}") from None
+
+
+def _plain_value(value: Any) -> Any:
+    """A delta value as config data: lists and scalars as they are, anything else as text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    return str(value)

@@ -37,6 +37,7 @@ from .. import distrib
 from ..checkpoint import CheckpointManager
 from ..data.rng import derive_seed
 from ..errors import ConfigError
+from ..loggers.base import RunInfo
 from ..logging import ResultLogger
 from ..metrics.averager import Averager
 from ..optim.amp import autocast, check_autocast, make_grad_scaler
@@ -84,7 +85,11 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
         check_autocast(settings.autocast, settings.autocast_dtype, self.device)
         apply_torch_settings(cfg)
         seed_everything(settings.seed)
-        self.result_logger = ResultLogger(self.folder, cfg.logging)
+        run = RunInfo(
+            self.folder or Path.cwd(), self.sig, params=dict(cfg.xp.get("delta") or {}),
+            root=Path(cfg.xp.root) if cfg.xp.get("root") else None,
+        )
+        self.result_logger = ResultLogger(self.folder, cfg.logging, run)
         self._checkpoints: CheckpointManager | None = None  # created on first use
         self.cadence = Cadence(
             settings.save_every_updates if settings.save else 0,
@@ -228,7 +233,7 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
         """Wait for a background save, then close the log and TensorBoard files."""
         self.wait_for_saves()
         self.profiler.stop()
-        self.result_logger.close()
+        self.result_logger.close(finished=self.finished)
 
     def __enter__(self) -> BaseSolver:
         return self

@@ -149,7 +149,20 @@ class CompressionSolver(StandardSolver):
                 if batch.infos is not None and batch.infos[i].label:
                     # A label is data (`speech/male`, `../x`): a name, never a path.
                     stem += f"_{safe_filename(batch.infos[i].label)}"
-                write_wav(folder / f"{stem}_original.wav", batch.wav[i, :, :length].cpu(), self.model.sample_rate)
-                write_wav(folder / f"{stem}_reconstructed.wav", y[i, :, :length].clamp(-1, 1).cpu(), self.model.sample_rate)
+                original, reconstructed = batch.wav[i, :, :length].cpu(), y[i, :, :length].clamp(-1, 1).cpu()
+                write_wav(folder / f"{stem}_original.wav", original, self.model.sample_rate)
+                write_wav(folder / f"{stem}_reconstructed.wav", reconstructed, self.model.sample_rate)
+                self.log_pair(stem, original.numpy(), reconstructed.numpy())
                 written += 1
         return {}
+
+    def log_pair(self, stem: str, original: Any, reconstructed: Any) -> None:
+        """Both clips, and their log-mel spectrograms one above the other, to the trackers."""
+        from ..loggers.spectrogram import spectrogram_image
+
+        rate, log = self.model.sample_rate, self.result_logger
+        if not log.trackers.names:
+            return
+        log.log_audio(f"generate/{stem}/original", original, rate, self.epoch)
+        log.log_audio(f"generate/{stem}/reconstructed", reconstructed, rate, self.epoch)
+        log.log_image(f"generate/{stem}/mel_original_above_reconstructed", spectrogram_image([original, reconstructed], rate), self.epoch)

@@ -18,8 +18,9 @@ SHORT = ["solver=compression/debug", "optim.epochs=2", "optim.updates_per_epoch=
 
 
 def test_shortened_debug_run_learns_and_writes_samples(env: Path) -> None:
-    cfg = compose(SHORT)
-    history = CompressionSolver(cfg).run()
+    cfg = compose([*SHORT, "logging.tensorboard=true"])
+    with CompressionSolver(cfg) as solver:
+        history = solver.run()
     first, last = history[0], history[-1]
     assert last["train"]["loss"] < first["train"]["loss"]
     assert last["valid"]["mel"] < first["valid"]["mel"]
@@ -31,6 +32,15 @@ def test_shortened_debug_run_learns_and_writes_samples(env: Path) -> None:
     original, rate = soundfile.read(samples[0])
     reconstructed, _ = soundfile.read(samples[1])
     assert rate == 16000 and original.shape == reconstructed.shape and abs(reconstructed).max() > 0
+    # The same pairs reach TensorBoard: both clips and their spectrograms, one above the other.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(cfg.xp.folder) / "tensorboard"), size_guidance={"audio": 0, "images": 0}).Reload()
+    tags = events.Tags()
+    stem = samples[0].name.rsplit("_", 1)[0]
+    assert {f"generate/{stem}/original", f"generate/{stem}/reconstructed"} <= set(tags["audio"])
+    (image,) = events.Images(f"generate/{stem}/mel_original_above_reconstructed")
+    assert image.height > 2 * 80 and image.step == 2
 
 
 def test_gpu_size_config_composes_and_builds(env: Path) -> None:
