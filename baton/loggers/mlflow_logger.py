@@ -1,7 +1,8 @@
 """MLflow: one run per XP, named by its signature, in a local store by default.
 
 The store is `logging.mlflow.tracking_uri`, by default a SQLite store `<xp root>/mlflow.db` shared
-by the XP root's XPs (`mlflow ui --backend-store-uri sqlite:///<xp root>/mlflow.db`). The run id is kept in the
+by the XP root's XPs (`mlflow ui --backend-store-uri sqlite:///<xp root>/mlflow.db`), with
+artifacts (audio, images) in `<xp root>/mlflow_artifacts`. The run id is kept in the
 XP folder (`.mlflow_run_id`), so a resumed XP continues its run. Parameters are the config delta
 (what makes this XP differ from the defaults) and the signature.
 """
@@ -21,6 +22,7 @@ from .base import RunInfo
 
 RUN_ID_FILE = ".mlflow_run_id"
 STORE = "mlflow.db"  # the default store: SQLite (MLflow 3 retired its file store)
+ARTIFACTS = "mlflow_artifacts"  # audio, images and text of the store's runs
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter's value
 
 
@@ -31,11 +33,15 @@ class MLflowLogger:
         from mlflow import MlflowClient
 
         options = options or {}
-        uri = options.get("tracking_uri") or f"sqlite:///{(run.root or run.folder).absolute() / STORE}"
+        home = (run.root or run.folder).absolute()
+        uri = options.get("tracking_uri") or f"sqlite:///{home / STORE}"
         self.client = MlflowClient(tracking_uri=str(uri))
         experiment_name = str(options.get("experiment") or "baton")
         experiment = self.client.get_experiment_by_name(experiment_name)
-        experiment_id = experiment.experiment_id if experiment is not None else self.client.create_experiment(experiment_name)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:  # artifacts beside the store, not in ./mlruns of whatever the working directory is
+            experiment_id = self.client.create_experiment(experiment_name, artifact_location=(home / ARTIFACTS).as_uri())
         self.folder = run.folder
         resumed = self._resumed_run()
         self.new_run = resumed is None

@@ -146,6 +146,7 @@ def test_audio_images_and_text_reach_the_trackers_that_take_them(tmp_path: Path)
     run_id = (tmp_path / ".mlflow_run_id").read_text().strip()
     artifacts = {a.path for a in client.list_artifacts(run_id, "audio/step_1")}
     assert artifacts == {"audio/step_1/generate_0_original.wav"}
+    assert list((tmp_path / "mlflow_artifacts").rglob("generate_0_original.wav"))  # beside the store, not in ./mlruns
 
 
 def test_a_failing_tracker_warns_once_and_training_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
