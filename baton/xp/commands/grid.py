@@ -16,12 +16,12 @@ from typing import Any
 
 from baton.errors import UserError
 from baton.xp.commands.common import (
-    STATUS_STYLE,
     add_config_dir,
     console,
     format_number,
     quiet_on_closed_pipe,
 )
+from baton.xp.commands.tables import add_format, render
 
 EXAMPLES = """\
 examples:
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-r", "--retry", action="store_true", help="run failed XPs again")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="XPs run at once (default 1)")
     parser.add_argument("--package", action="append", default=[], help="grids package (BATON_GRID_PACKAGE and grid_package in baton.toml add more)")
+    add_format(parser)
     add_config_dir(parser)
 
 
@@ -71,11 +72,18 @@ def main(args: argparse.Namespace) -> int:
     names = _short_names([xp.delta for xp in xps])
     out = console()
 
-    def table() -> Any:
-        return _table(args.name, folders, names, explorer.metrics)
+    def table(fmt: str = "table") -> Any:
+        return _table(args.name, folders, names, explorer.metrics, fmt)
+
+    def final_table() -> None:
+        """The table the grid ends with, in `--format` (CSV and Markdown go to stdout as text)."""
+        if args.format == "table":
+            out.print(table())
+        else:
+            print(table(args.format), flush=True)
 
     if args.dry_run or args.init:
-        out.print(table())
+        final_table()
         return 0
     wanted = {st.NEW, st.KILLED} | ({st.FAILED} if args.retry else set())
     launcher = LocalLauncher(args.jobs, args.config_dir)
@@ -84,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
             launcher.submit(folder.sig, folder.path)
     launched = [sig for sig, _ in launcher.pending]
     if not launched:
-        out.print(table())
+        final_table()
         failed = [f.sig for f in folders if st.xp_status(f) == st.FAILED]
         if failed:
             out.print(f"{len(failed)} failed XP(s); `baton grid {args.name} -r` runs them again", markup=False)
@@ -102,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         lines = StatusLines(args.name, folders, names, explorer.metrics, notify=out.print)
         stopped = launcher.wait(lines.update, notify=notify)
-        out.print(table())
+        final_table()
     if stopped is not None:
         return _report_stop(args.name, stopped, [f for f in folders if f.sig in launched], out)
     statuses = {f.sig: st.xp_status(f) for f in folders if f.sig in launched}
@@ -239,23 +247,12 @@ def _short_names(deltas: Sequence[Sequence[tuple[str, Any]]]) -> list[str]:
     return names
 
 
-def _table(name: str, folders: Sequence[Any], names: Sequence[str], metrics: Sequence[str]) -> Any:
-    from rich.table import Table
-
+def _table(name: str, folders: Sequence[Any], names: Sequence[str], metrics: Sequence[str], fmt: str = "table") -> Any:
     from baton.xp.status import summarize
 
-    table = Table(title=f"grid {name}")
-    for column in ("#", "name", "state", "sig", "epoch", *metrics):
-        table.add_column(column, justify="right" if column in ("#", "epoch") or column in metrics else "left")
+    rows = []
     for index, (folder, xp_name) in enumerate(zip(folders, names, strict=True)):
         summary = summarize(folder)
-        style = STATUS_STYLE.get(summary.status, "")
-        table.add_row(
-            str(index),
-            xp_name,
-            f"[{style}]{summary.status}[/]",
-            summary.sig,
-            str(summary.epoch),
-            *(format_number(summary.metric(m)) for m in metrics),
-        )
-    return table
+        rows.append([index, xp_name, summary.status, summary.sig, summary.epoch, *(summary.metric(m) for m in metrics)])
+    headers = ["#", "name", "state", "sig", "epoch", *metrics]
+    return render(fmt, f"grid {name}", headers, rows, right=("#", "epoch", *metrics))

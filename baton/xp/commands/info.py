@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="metrics per epoch as a table; NAMES (comma-separated, e.g. valid.loss,mel*) picks "
         "the columns: 'stage.metric' or a bare metric name, fnmatch patterns allowed",
     )
+    parser.add_argument(
+        "--plot", metavar="FILE.png",
+        help="draw the curves (the -m columns; all without -m) into an image (needs matplotlib)",
+    )
     parser.add_argument("-t", "--tail", action="store_true", help="print the end of solver.log")
     parser.add_argument("-n", "--lines", type=int, default=20, help="lines shown by -t (default 20)")
     add_trust(parser)
@@ -78,6 +82,11 @@ def main(args: argparse.Namespace) -> int:
         out.print(f"{name:<{width}}  {value}", markup=False, soft_wrap=True)
     if args.metrics is not None:
         out.print(metrics_table(summary.history, columns, width=out.width))
+    if args.plot:
+        from baton.xp.commands.plot import plot_history
+
+        panels = plot_history(summary.history, columns, Path(args.plot), f"XP {summary.sig}")
+        out.print(f"plot       {args.plot} ({panels} metric(s))", markup=False)
     if args.tail:
         log = folder.path / SOLVER_LOG
         lines = log.read_text(errors="replace").splitlines()[-args.lines:] if log.is_file() else []

@@ -5,24 +5,23 @@ from __future__ import annotations
 import argparse
 
 from baton.xp.commands.common import (
-    STATUS_STYLE,
     add_config_dir,
     console,
     format_age,
     format_number,
     quiet_on_closed_pipe,
 )
+from baton.xp.commands.tables import add_format, render
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", help="only XPs in this state (running, done, failed, killed, new)")
+    add_format(parser)
     add_config_dir(parser)
 
 
 @quiet_on_closed_pipe
 def main(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from baton.xp.folder import all_xps, xps_dir
     from baton.xp.launch import xp_root
     from baton.xp.status import CORRUPT, summarize
@@ -35,15 +34,17 @@ def main(args: argparse.Namespace) -> int:
     if not summaries:
         out.print(f"no XPs in {xps_dir(root)}", markup=False)
         return 0
-    table = Table(title=f"XPs in {xps_dir(root)}")
-    for name in ("sig", "delta", "status", "epoch", "best", "age"):
-        table.add_column(name, justify="right" if name in ("epoch", "best", "age") else "left")
+    rows = []
     for s in sorted(summaries, key=lambda s: -s.age):
         best = f"{s.best_key} {format_number(s.best)}" if s.best is not None else ""
-        style = STATUS_STYLE.get(s.status)
-        status = f"[{style}]{s.status}[/]" if style else s.status
-        table.add_row(s.sig, s.delta_text, status, str(s.epoch), best, format_age(s.age))
-    out.print(table)
+        rows.append([s.sig, s.delta_text, s.status, s.epoch, best, format_age(s.age)])
+    headers = ["sig", "delta", "status", "epoch", "best", "age"]
+    table = render(args.format, f"XPs in {xps_dir(root)}", headers, rows, right=("epoch", "best", "age"))
+    if args.format == "table":
+        out.print(table)
+    else:
+        print(table)
+        return 0
     corrupt = [s.sig for s in summaries if s.status == CORRUPT]
     if corrupt:
         out.print(f"{len(corrupt)} corrupt XP(s); `baton info -f {corrupt[0]}` names the damaged file", markup=False)
