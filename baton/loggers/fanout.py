@@ -5,18 +5,25 @@ keeps training going when one fails: the failure is logged once and that tracker
 A step is never logged twice for a stage: an XP killed after a stage was logged, and resumed
 from a checkpoint taken before, runs that stage again; `.tracked_steps.json` in the XP folder
 holds the last step logged per stage, so MLflow and W&B continue their runs without duplicates.
+
+The trackers run in one background thread, in the order calls were made: a stage's end only
+queues its metrics (a database commit, W&B's protocol and file writes cost milliseconds that
+the next stage need not wait for). `close` waits until everything queued is written.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
-from collections.abc import Mapping
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from .base import ExperimentLogger, RunInfo, build_logger, check_loggers
 
 logger = logging.getLogger("baton")
@@ -32,6 +39,20 @@ class Trackers:
         self._loggers: list[ExperimentLogger] | None = None
         path = run.folder / STEPS_FILE
         self.last_steps: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def _submit(self, work: Callable[[], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="baton-trackers", daemon=True)
+            self._thread.start()
+            # A solver never closed (a notebook, a script that forgot): still write what is queued.
+            atexit.register(self.close, False)
+        self._queue.put(work)
+
+    def _work(self) -> None:
+        while (work := self._queue.get()) is not None:
+            work()
 
     def _active(self) -> list[ExperimentLogger]:
         if self._loggers is None:
@@ -65,27 +86,43 @@ class Trackers:
         """A stage's results at `step` (the epoch), then flushed; skipped when already logged."""
         if not self.names or step <= self.last_steps.get(stage, 0):
             return
-        self._each("log_metrics", stage, metrics, step)
-        self._each("flush")
+        values = dict(metrics)
+
+        def write() -> None:
+            self._each("log_metrics", stage, values, step)
+            self._each("flush")
+
+        self._submit(write)
         self.last_steps[stage] = step
-        write_text_atomic(self.run.folder / STEPS_FILE, json.dumps(self.last_steps) + "\n")
+        # No fsync: losing this file to a crash only lets a step be logged again.
+        tmp = self.run.folder / (STEPS_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.last_steps) + "\n")
+        os.replace(tmp, self.run.folder / STEPS_FILE)
 
     def log_audio(self, tag: str, wav: np.ndarray, sample_rate: int, step: int) -> None:
         if self.names:
-            self._each("log_audio", tag, wav, sample_rate, step)
+            self._submit(lambda: self._each("log_audio", tag, wav, sample_rate, step))
 
     def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
         if self.names:
-            self._each("log_image", tag, image, step)
+            self._submit(lambda: self._each("log_image", tag, image, step))
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         if self.names:
-            self._each("log_text", tag, text, step)
+            self._submit(lambda: self._each("log_text", tag, text, step))
 
     def close(self, finished: bool) -> None:
-        if self._loggers is None:
+        """Write everything queued, then close every tracker (`finished`: the run completed)."""
+        if self._thread is None:
             return
-        for tracker in self._loggers:
+        self._submit(lambda: self._close_all(finished))
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
+        atexit.unregister(self.close)
+
+    def _close_all(self, finished: bool) -> None:
+        for tracker in self._loggers or []:
             try:
                 tracker.flush()
                 tracker.close(finished)
