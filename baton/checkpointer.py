@@ -284,6 +284,11 @@ class Checkpointer:
         self.trusted = trusted
         if recoverables is not None:
             self.add_recoverables(recoverables)
+        # As SpeechBrain's does: recipes write their own files there (a label encoder) early.
+        try:
+            self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._write_error(exc) from None
 
     def add_recoverable(
         self,

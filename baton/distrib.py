@@ -182,6 +182,7 @@ def run_on_main(
     """SpeechBrain's helper: run `func` on rank 0 (e.g. data preparation that writes files)
     while the others wait, then `post_func` on the other ranks (also on rank 0 when
     `run_post_on_main`), e.g. to read what rank 0 wrote. Returns `func`'s result on rank 0."""
+    init()  # under torchrun, join the group first: otherwise every process would think it is rank 0
     result = None
     if is_rank_zero():
         result = func(*(args or ()), **(kwargs or {}))

@@ -53,6 +53,7 @@ def create_experiment_directory(
         save_env_desc: write `env.log` (python, torch, CUDA, git commit, installed packages).
     """
     folder = Path(experiment_directory)
+    distrib.init()  # under torchrun, join the group first: only rank 0 writes
     try:
         if distrib.is_rank_zero():
             folder.mkdir(parents=True, exist_ok=True)

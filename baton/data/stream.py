@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
@@ -119,9 +120,14 @@ class BatchStream:
                     "(use baton.data.build_loader for exact, fast resume)",
                     skip,
                 )
+        seed = derive_seed(self.seed, self.epoch, self.position)
         if loader.generator is not None:
-            loader.generator.manual_seed(derive_seed(self.seed, self.epoch, self.position))
-        self._iterator = iter(loader)
+            loader.generator.manual_seed(seed)
+            self._iterator = iter(loader)
+        else:  # its base seed would come from the global RNG, which a resume has just restored
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self._iterator = iter(loader)
         for _ in range(skip):
             next(self._iterator)
 

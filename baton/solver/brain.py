@@ -48,11 +48,12 @@ from .. import distrib
 from ..checkpoint import SolverState
 from ..data.rng import derive_seed, seed_worker
 from ..data.sampler import ResumableSampler
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 from ..optim.amp import autocast
 from .base import BaseSolver
 from .brain_options import PRECISIONS, brain_config, resolve_run_opts, run_opts_from_config
 from .runtime import Interrupted, batch_size_of
+from .snapshot import solver_state
 from .stage import Stage
 
 logger = logging.getLogger("baton.solver")
@@ -113,6 +114,7 @@ class Brain(BaseSolver):
         self._group_size = 1
         self._snapshot: SolverState | None = None
         self._restoring = False
+        self._loop_recovered = False
         self._epoch_values: list[Any] | None = None
         self._counter: Any = None
         self.epoch_value: Any = None  # the epoch counter's value for the running epoch
@@ -152,11 +154,7 @@ class Brain(BaseSolver):
         self.init_optimizers()
         if self.checkpointer is not None:
             distrib.barrier()  # every rank reads the same checkpoint list
-            self._restoring = True
-            try:
-                self.checkpointer.recover_if_possible()
-            finally:
-                self._restoring = False
+            self.checkpointer.recover_if_possible()
 
     def init_optimizers(self) -> None:
         if self.opt_class is None:
@@ -182,6 +180,14 @@ class Brain(BaseSolver):
         """Load the best checkpoint by `max_key`/`min_key` (the newest without either)."""
         if self.checkpointer is not None:
             distrib.barrier()
+            key = max_key or min_key
+            saved = self.checkpointer.list_checkpoints()
+            if key is not None and saved and not any(key in c.meta for c in saved):
+                present = sorted({k for c in saved for k in c.meta} - {"unixtime", "end-of-epoch", INTRA_EPOCH_CKPT_FLAG})
+                raise ConfigError(
+                    f"evaluate: no checkpoint in {self.checkpointer.checkpoints_dir} has '{key}' in its meta "
+                    f"(they have: {', '.join(present) or 'none'}); pass one of those, or save it in save_and_keep_only(meta=...)"
+                )
             self.checkpointer.recover_if_possible(max_key=max_key, min_key=min_key)
 
     def on_fit_batch_start(self, batch: Any, should_step: bool) -> None:
@@ -301,6 +307,16 @@ class Brain(BaseSolver):
             avg_loss += float(loss) / self.step
         return avg_loss
 
+    @property
+    def training_ctx(self) -> Any:
+        """SpeechBrain's name for the training precision context (`with self.training_ctx:`)."""
+        return self.autocast()
+
+    @property
+    def evaluation_ctx(self) -> Any:
+        """SpeechBrain's name for the evaluation precision context."""
+        return self._eval_autocast()
+
     def _eval_autocast(self) -> Any:
         dtype = PRECISIONS[self.eval_precision]  # type: ignore[attr-defined]
         if dtype is None:
@@ -312,7 +328,8 @@ class Brain(BaseSolver):
         self, dataset: Any, stage: Stage | str, ckpt_prefix: str | None = "dataloader-", **loader_kwargs: Any
     ) -> DataLoader:
         """A DataLoader whose order is a function of (seed, epoch) and that starts mid-epoch on
-        resume; under several ranks each gets its share (a DistributedSampler's role).
+        resume; under several ranks each gets its share of the training data (a
+        DistributedSampler's role), and all of the valid and test data.
 
         `ckpt_prefix` is accepted for SpeechBrain's sake: the data position is in the Brain's
         own checkpoint state. A `sampler` or `batch_sampler` of yours, or an IterableDataset, is
@@ -324,7 +341,10 @@ class Brain(BaseSolver):
         shuffle = bool(kwargs.pop("shuffle", False))
         drop_last = bool(kwargs.pop("drop_last", False))
         seed = self.settings.seed
-        sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        # Training data is shared out between ranks; valid and test sets are not, as in
+        # SpeechBrain: every rank sees all of them, so metrics a recipe gathers itself agree.
+        shard = {} if Stage.of(stage) is Stage.TRAIN else {"rank": 0, "world_size": 1}
+        sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, **shard)
         kwargs.setdefault("worker_init_fn", seed_worker)
         kwargs.setdefault("generator", torch.Generator().manual_seed(derive_seed(seed, _LOADER_SALT)))
         return DataLoader(dataset, sampler=sampler, drop_last=drop_last, **kwargs)
@@ -354,8 +374,16 @@ class Brain(BaseSolver):
         self._train_stream = None
         self.epoch, self.history, self.epoch_results, self.train_done = 1, [], {}, 0
         self.stopped_early = False
+        if not isinstance(epoch_counter, Iterable):
+            raise TypeError(f"fit: epoch_counter must be an EpochCounter or an iterable such as range(n), not {type(epoch_counter).__name__}")
+        if isinstance(getattr(self.dataloaders["train"], "dataset", None), IterableDataset) and not hasattr(self.dataloaders["train"].dataset, "__len__"):
+            raise ConfigError("fit: the training set is an IterableDataset without a length; give it __len__ (batches per epoch come from it)")
         with self.training():
-            self.on_fit_start()
+            self._restoring, self._loop_recovered = True, False  # a recipe's on_fit_start may recover by itself
+            try:
+                self.on_fit_start()
+            finally:
+                self._restoring = False
             epochs = self._epochs_from(epoch_counter)
             for epoch in epochs:
                 self.epoch_value = epoch
@@ -370,15 +398,16 @@ class Brain(BaseSolver):
     def _epochs_from(self, epoch_counter: Iterable[Any]) -> Iterator[Any]:
         """The counter's epochs from the engine's position (which a recovered checkpoint set).
         An EpochCounter the Checkpointer did not restore is moved there; a range is skipped ahead."""
-        done = self.epoch - 1
         self._counter = epoch_counter
         if hasattr(epoch_counter, "current") and hasattr(epoch_counter, "limit"):
-            if epoch_counter.current != done:
-                epoch_counter.current = done
+            if not self._loop_recovered and epoch_counter.current:  # e.g. a checkpoint SpeechBrain wrote
+                self.epoch = int(epoch_counter.current) + 1
+            if epoch_counter.current != self.epoch - 1:
+                epoch_counter.current = self.epoch - 1
             self._epoch_values = None
             return iter(epoch_counter)
         self._epoch_values = list(epoch_counter)
-        return iter(self._epoch_values[done:])
+        return iter(self._epoch_values[self.epoch - 1:])
 
     @property
     def finished(self) -> bool:
@@ -432,7 +461,8 @@ class Brain(BaseSolver):
     def before_stage(self, stage: Stage) -> None:
         if stage is Stage.TRAIN:
             self.zero_grad()
-            self.nonfinite_count = self.nonfinite_losses = 0
+            if not self.train_done:  # a mid-epoch resume keeps the restored counts
+                self.nonfinite_count = self.nonfinite_losses = 0
         self.on_stage_start(stage, self._stage_epoch(stage))
 
     def after_stage(self, stage: Stage, metrics: dict[str, float]) -> None:
@@ -455,7 +485,7 @@ class Brain(BaseSolver):
             if self._step_limit_reached():
                 break
             last = update.first_batch + len(update) - 1
-            self._group_size = len(update)
+            self._group_size, self._nonfinite_in_update = len(update), False
             for index, batch in update.micro_batches():
                 self.step = index + 1
                 self._should_step = index == last
@@ -518,10 +548,13 @@ class Brain(BaseSolver):
         return False  # a Brain resumes through its Checkpointer, in on_fit_start
 
     def _save(self, path: Path) -> None:
-        state = self._snapshot if self._snapshot is not None else self.state_dict()
+        # The Checkpointer calls this on rank 0 only: outside the engine's hooks (a recipe's own
+        # save_checkpoint after evaluate) the other ranks are not there to gather with.
+        state = self._snapshot if self._snapshot is not None else solver_state(self, collective=not distrib.is_distributed())
         brain = {
             "step": self.step, "avg_train_loss": self.avg_train_loss,
             "optimizer_step": self.optimizer_step, "nonfinite_count": self.nonfinite_count,
+            "nonfinite_losses": self.nonfinite_losses,
         }
         torch.save({"engine": state, "brain": brain}, path)
 
@@ -530,14 +563,24 @@ class Brain(BaseSolver):
         loads a best checkpoint for its weights, and the loop's record stays as it is."""
         if not self._restoring:
             return
+        import zipfile
+
         from ..checkpoint import load_file
 
+        if not zipfile.is_zipfile(path):  # SpeechBrain's own brain.ckpt: a few YAML counters
+            logger.warning(
+                "%s was written by SpeechBrain: it holds no data position or RNG state, so training "
+                "resumes at the epoch its EpochCounter recorded, not bit for bit", path,
+            )
+            return
         data = load_file(Path(path), trusted=self.settings.trusted_checkpoints)
         self.load_state_dict(data["engine"])
+        self._loop_recovered = True
         brain = data["brain"]
         self.avg_train_loss = brain["avg_train_loss"]
         self.optimizer_step = brain["optimizer_step"]
         self.nonfinite_count = brain["nonfinite_count"]
+        self.nonfinite_losses = brain.get("nonfinite_losses", 0)
         if end_of_epoch and self.epoch_results:  # saved in on_stage_end: that epoch is whole
             self.history.append({k: v for k, v in self.epoch_results.items() if v})
             self.epoch += 1

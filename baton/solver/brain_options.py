@@ -223,7 +223,10 @@ def parse_arguments(arg_list: Sequence[str] | None = None) -> tuple[str, dict[st
     known, rest = parser.parse_known_args(list(arg_list))
     run_opts = {k: v for k, v in vars(known).items() if v is not None}
     param_file = run_opts.pop("param_file")
-    return param_file, run_opts, _overrides_yaml(rest)
+    overrides = _overrides_yaml(rest)
+    if "seed" in run_opts:  # also the hparams' seed (output folders and __set_seed use it)
+        overrides = "\n".join(filter(None, [overrides, f"seed: {run_opts['seed']}"]))
+    return param_file, run_opts, overrides
 
 
 def _overrides_yaml(args: Sequence[str]) -> str:

@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("baton.solver")
 
 
-def solver_state(solver: BaseSolver) -> SolverState:
-    """The solver's checkpoint state. Collective (every rank's RNG and running metrics)."""
+def solver_state(solver: BaseSolver, *, collective: bool = True) -> SolverState:
+    """The solver's checkpoint state. Collective (every rank's RNG and running metrics), unless
+    `collective=False`: this rank's only (a save that other ranks do not join; resuming from it
+    on several ranks reseeds, so it is not bit-exact)."""
     stream = solver._train_stream
+    gather = distrib.all_gather_object if collective else (lambda value: [value])
     return {
         "registered": solver.stateful.state_dict(),
         "modules": list(solver.registered_modules()),
@@ -42,9 +45,9 @@ def solver_state(solver: BaseSolver) -> SolverState:
             "stopped_early": solver.stopped_early,
             "epoch_results": solver.epoch_results,
             "train_done": solver.train_done,
-            "stage_metrics": solver.stage_metrics.rank_states() if solver.train_done else None,
+            "stage_metrics": gather(solver.stage_metrics.state_dict()) if solver.train_done else None,
             "train_stream": stream.state_dict() if stream is not None else None,
-            "rng": distrib.all_gather_object(capture_rng()),  # every rank's stream
+            "rng": gather(capture_rng()),  # every rank's stream
         },
     }
 

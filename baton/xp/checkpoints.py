@@ -50,8 +50,9 @@ def describe_latest(folder: Path, *, trusted: bool = False) -> str:
             found = checkpointer.find_checkpoint()
             if found is None:
                 return "none"
-            state = load_file(found.paramfiles["brain"], trusted=trusted)["engine"]["loop"]
-            done = state["epoch"] - (0 if found.meta.get("end-of-epoch") else 1)
+            loop = load_file(found.paramfiles["brain"], trusted=trusted)["engine"]["loop"]
+            # Saved in on_stage_end, the epoch's results are not yet in the history: it is whole.
+            done = len(loop["history"]) + (1 if found.meta.get("end-of-epoch") and loop["epoch_results"] else 0)
             return f"epoch {done} ({BRAIN_CHECKPOINTS}/{found.path.name})"
         if not path.is_file():
             return "none"

@@ -168,7 +168,7 @@ def test_parse_arguments_splits_run_options_from_yaml_overrides():
     )
     assert hparams_file == "hparams.yaml"
     assert run_opts == {"device": "cpu", "precision": "bf16", "grad_accumulation_factor": 2, "noprogressbar": True, "seed": 3}
-    assert overrides == "lr: 0.5\noutput_folder: results/x"
+    assert overrides == "lr: 0.5\noutput_folder: results/x\nseed: 3"  # the hparams seed too
     with pytest.raises(ConfigError, match="--lr has no value"):
         sb.parse_arguments(["hparams.yaml", "--lr"])
 
@@ -177,3 +177,43 @@ def test_bf16_autocast_trains_on_cpu():
     brain = Regression({"model": torch.nn.Linear(4, 2)}, lambda p: SGD(p, lr=0.1), run_opts={"precision": "bf16"})
     brain.fit(range(1), regression_data(8), train_loader_kwargs={"batch_size": 4})
     assert brain.optimizer_step == 2 and torch.isfinite(brain.modules.model.weight).all()
+
+
+def test_a_recipe_that_recovers_in_its_own_on_fit_start_resumes_where_it_stopped(tmp_path):
+    class SelfRecovering(Regression):
+        def on_fit_start(self):  # SpeechBrain recipes (G2P) do this instead of calling super()
+            self.prepare()
+            self.init_optimizers()
+            self.checkpointer.recover_if_possible()
+
+        def on_stage_end(self, stage, stage_loss, epoch=None):
+            if stage == sb.Stage.TRAIN:
+                self.checkpointer.save_and_keep_only(meta={"loss": stage_loss}, min_keys=["loss"])
+
+    def brain(epochs: int):
+        counter = sb.EpochCounter(epochs)
+        model = torch.nn.Linear(4, 2)
+        checkpointer = sb.Checkpointer(tmp_path / "save", {"model": model, "counter": counter})
+        return SelfRecovering({"model": model}, lambda p: SGD(p, lr=0.1), checkpointer=checkpointer), counter
+
+    first, counter = brain(2)
+    first.fit(counter, regression_data(8), train_loader_kwargs={"batch_size": 4})
+    again, counter = brain(3)
+    again.fit(counter, regression_data(8), train_loader_kwargs={"batch_size": 4})
+    assert [len(first.history), len(again.history)] == [2, 3]
+    assert again.optimizer_step == 6  # epochs 1-2 were not trained again
+
+
+def test_evaluate_with_a_key_no_checkpoint_has_is_one_line_naming_the_keys(tmp_path):
+    class Saving(Regression):
+        def on_stage_end(self, stage, stage_loss, epoch=None):
+            if stage == sb.Stage.TRAIN:
+                self.checkpointer.save_and_keep_only(meta={"loss": stage_loss}, min_keys=["loss"])
+
+    model = torch.nn.Linear(4, 2)
+    brain = Saving({"model": model}, lambda p: SGD(p, lr=0.1), checkpointer=sb.Checkpointer(tmp_path, {"model": model}))
+    brain.fit(range(1), regression_data(8), train_loader_kwargs={"batch_size": 4})
+    with pytest.raises(ConfigError, match=r"no checkpoint .* has 'err' in its meta \(they have: loss\)"):
+        brain.evaluate(regression_data(4), min_key="err")
+    # A save of the recipe's own after evaluate (outside the stage hooks) works.
+    assert brain.checkpointer.save_checkpoint(name="latest") is not None
