@@ -23,6 +23,11 @@ def free_port() -> int:
 
 def launch(out: Path, world: int, batch_size: int) -> None:
     out.mkdir()
+    start_ranks("tests.solver.brain_ddp_worker", world, str(out), str(batch_size))
+
+
+def start_ranks(module: str, world: int, *args: str, expect: int = 0) -> None:
+    """`python -m MODULE ARGS` once per rank, with torchrun's environment; all must exit `expect`."""
     port = free_port()
     procs = []
     for rank in range(world):
@@ -30,11 +35,11 @@ def launch(out: Path, world: int, batch_size: int) -> None:
         if world > 1:
             env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, "-m", "tests.solver.brain_ddp_worker", str(out), str(batch_size)],
+        procs.append(subprocess.Popen([sys.executable, "-m", module, *args],
                                       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     for proc in procs:
         output, _ = proc.communicate(timeout=240)
-        assert proc.returncode == 0, output.decode()[-3000:]
+        assert proc.returncode == expect, output.decode()[-3000:]
 
 
 @pytest.mark.timeout(300)
@@ -60,3 +65,24 @@ def test_two_ranks_train_one_model_equal_to_one_process_with_the_global_batch(tm
     valid: TensorDataset = data(20, 2)
     expected = torch.nn.functional.mse_loss(model(valid.tensors[0]), valid.tensors[1]).item()
     assert rank0["losses"][-1] == ("valid", pytest.approx(expected, rel=1e-5))
+
+
+@pytest.mark.timeout(300)
+def test_two_ranks_with_a_checkpointer_stop_together_on_sigterm_and_resume_bit_exact(tmp_path):
+    """SIGTERM reaches rank 1 only (as SLURM may deliver it): both ranks stop at the same
+    update with a checkpoint, and the resumed run equals one never stopped, on both ranks. The
+    recipe's own save after evaluate, outside the stage hooks, is written by rank 0 alone."""
+    start_ranks("tests.solver.brain_ddp_resume_worker", 2, str(tmp_path / "straight"))
+    start_ranks("tests.solver.brain_ddp_resume_worker", 2, str(tmp_path / "stopped"), "11", expect=128 + 15)
+    assert not (tmp_path / "stopped" / "rank0.pt").exists()
+    start_ranks("tests.solver.brain_ddp_resume_worker", 2, str(tmp_path / "stopped"))
+    for rank in (0, 1):
+        straight = torch.load(tmp_path / "straight" / f"rank{rank}.pt")
+        resumed = torch.load(tmp_path / "stopped" / f"rank{rank}.pt")
+        for key, value in straight["weights"].items():
+            assert torch.equal(value, resumed["weights"][key]), (rank, key)
+    assert (tmp_path / "straight" / "history.jsonl").read_text() == (tmp_path / "stopped" / "history.jsonl").read_text()
+    assert (tmp_path / "stopped" / "save" / "CKPT+latest" / "brain.ckpt").is_file()
+    # Valid and test sets are whole on every rank (15 items: no padding, no double counting).
+    losses = torch.load(tmp_path / "straight" / "rank0.pt")["losses"]
+    assert losses == torch.load(tmp_path / "straight" / "rank1.pt")["losses"]
