@@ -79,9 +79,12 @@ def solver_class(cfg: Any) -> type[BaseSolver]:
 
 
 def clear_folder(folder: Path) -> None:
-    """Delete an XP's files but keep its lock file, which the caller holds."""
+    """Delete an XP's files but keep its lock file, which the caller holds, and the logs of
+    `run -d`'s workers, which are being written."""
+    from baton.xp.local_distributed import LOGS
+
     for path in folder.iterdir():
-        if path.name == LOCK:
+        if path.name in (LOCK, LOGS):  # the lock is held; `run -d` is writing its workers' logs
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

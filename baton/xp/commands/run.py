@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 from baton.errors import UserError
 from baton.xp.commands.common import add_config_dir
@@ -17,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--accept-config-change", action="store_true",
         help="resume an XP whose config changed since it ran (an edited default); recorded in its config_changes.jsonl",
     )
-    parser.add_argument("-d", "--distrib", action="store_true", help="one process per local device (not available yet)")
+    parser.add_argument(
+        "-d", "--distrib", action="store_true",
+        help="one process per local GPU (or --nproc N CPU processes), started by torch.distributed.run",
+    )
+    parser.add_argument("--nproc", type=int, default=None, metavar="N", help="with -d: the number of processes")
     add_config_dir(parser)
 
 
@@ -28,8 +35,8 @@ def main(args: argparse.Namespace) -> int:
     from baton.xp.folder import XPFolder
     from baton.xp.launch import replay_overrides, run_xp
 
-    if args.distrib:
-        raise UserError("baton run -d: distributed launching is not available yet; run without -d")
+    if args.nproc is not None and not args.distrib:
+        raise UserError("--nproc goes with -d: baton run -d --nproc N ...")
     overrides = list(args.overrides)
     if args.sig:
         overrides = replay_overrides(args.sig, overrides, args.config_dir)
@@ -41,6 +48,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"delta:  {format_delta(xp.delta)}")
         print(f"folder: {xp.folder} ({state})")
         return 0
+    if args.distrib:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:  # already one rank of a world (an outer torchrun or srun): join it
+            print(f"baton: -d ignored: this process is already one of {world} ranks", file=sys.stderr)
+        else:
+            from baton.xp.local_distributed import launch, nproc_for
+
+            return launch(xp.sig, Path(xp.folder), nproc_for(args.nproc, str(xp.cfg.device)), sys.argv[1:])
     started: list[bool] = []
 
     def announce() -> None:  # once the XP can start: not before a refusal
