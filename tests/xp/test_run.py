@@ -94,7 +94,7 @@ def test_clear_starts_fresh(clean_env: Path):
         (["run", "solver=example", "optim.lr"], "malformed override 'optim.lr'"),
         (["run", "-f", "deadbeef"], "unknown sig 'deadbeef'"),
         (["run", "solver=example", "label=//reference/x"], "no reference dir is set"),
-        (["run", "-d", "solver=example"], "distributed launching is not available yet"),
+        (["run", "-d", "solver=example"], "give --nproc N to start N CPU processes (gloo)"),
         (["run"], "no solver chosen"),
         (["info", "-f", "deadbeef"], "unknown sig 'deadbeef'"),
         (["export", "deadbeef", "-o", "w.pt"], "unknown sig 'deadbeef'"),
