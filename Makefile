@@ -6,7 +6,7 @@ PIP_CONSTRAINT = $(if $(TORCH_CONSTRAINT),-c $(TORCH_CONSTRAINT),)
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow test-all lint bench clean
+.PHONY: install demo test test-slow test-slurm test-all lint bench clean
 
 $(BIN)/.installed: pyproject.toml $(TORCH_CONSTRAINT)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ demo: install
 	$(BIN)/baton run solver=compression/debug
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+# The SLURM path on a real one-node cluster started on this machine (needs root; Debian/Ubuntu).
+test-slurm: install
+	scripts/local_slurm.sh start
+	$(BIN)/python -m pytest -m slurm $(PYTEST_ARGS)
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

@@ -28,8 +28,8 @@ def test_ls_writes_csv_and_markdown(two_xps: list[str], tmp_path: Path) -> None:
     assert all(row["status"] == "done" and row["epoch"] == "2" for row in rows)
     result = baton_cli("ls", "--format", "markdown", env=env)
     lines = result.stdout.splitlines()
-    assert lines[2] == "| sig | delta | status | epoch | best | age |"
-    assert lines[3] == "| --- | --- | --- | ---: | ---: | ---: |"
+    assert lines[2] == "| sig | delta | status | epoch | best | age | slurm |"
+    assert lines[3] == "| --- | --- | --- | ---: | ---: | ---: | --- |"
     assert len(lines) == 6 and all(sig in result.stdout for sig in two_xps)
 
 

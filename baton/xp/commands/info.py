@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-t", "--tail", action="store_true", help="print the end of solver.log")
     parser.add_argument("-n", "--lines", type=int, default=20, help="lines shown by -t (default 20)")
+    parser.add_argument("--rank", type=int, default=0, metavar="K", help="with -t: rank K's log (worker_K.log, the SLURM job's task K)")
     add_trust(parser)
     add_config_dir(parser)
 
@@ -75,6 +76,11 @@ def main(args: argparse.Namespace) -> int:
         ("checkpoint", _checkpoint_epoch(folder.path, trusted=args.trust)),
         ("best", f"{summary.best_key} {format_number(summary.best)}" if summary.best is not None else "-"),
     ]
+    from baton.xp import slurm
+
+    job = slurm.job_record(folder.path)
+    if job is not None:
+        rows.append(("slurm", f"job {job['job_id']} {slurm.job_state(folder.path) or '(squeue not available)'}"))
     for stage, metrics in (summary.history[-1] if summary.history else {}).items():
         rows.append((f"last {stage}", " | ".join(f"{k} {format_number(v)}" for k, v in metrics.items())))
     width = max(len(name) for name, _ in rows)
@@ -88,11 +94,14 @@ def main(args: argparse.Namespace) -> int:
         panels = plot_history(summary.history, columns, Path(args.plot), f"XP {summary.sig}")
         out.print(f"plot       {args.plot} ({panels} metric(s))", markup=False)
     if args.tail:
-        log = folder.path / SOLVER_LOG
-        lines = log.read_text(errors="replace").splitlines()[-args.lines:] if log.is_file() else []
-        out.rule(f"{SOLVER_LOG} (last {len(lines)} lines)")
-        for line in lines:
-            out.print(line, markup=False)
+        logs = [folder.path / (SOLVER_LOG if args.rank == 0 else f"worker_{args.rank}.log"), *slurm.job_logs(folder.path, args.rank)]
+        for log in logs:
+            if not log.is_file() and log.name != SOLVER_LOG:
+                continue
+            lines = log.read_text(errors="replace").splitlines()[-args.lines:] if log.is_file() else []
+            out.rule(f"{log.relative_to(folder.path)} (last {len(lines)} lines)")
+            for line in lines:
+                out.print(line, markup=False)
     return 0
 
 

@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one process per local GPU (or --nproc N CPU processes), started by torch.distributed.run",
     )
     parser.add_argument("--nproc", type=int, default=None, metavar="N", help="with -d: the number of processes")
+    parser.add_argument(
+        "--slurm", action="store_true",
+        help="submit the XP as a SLURM job (submitit) with the slurm.* settings, and return",
+    )
     add_config_dir(parser)
 
 
@@ -48,6 +52,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"delta:  {format_delta(xp.delta)}")
         print(f"folder: {xp.folder} ({state})")
         return 0
+    if args.slurm:
+        return _submit(xp, overrides, args)
+    if args.clear:
+        from baton.xp.slurm import cancel
+
+        cancel(folder.path)  # a job still running this XP stops first
     if args.distrib:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1:  # already one rank of a world (an outer torchrun or srun): join it
@@ -71,6 +81,30 @@ def main(args: argparse.Namespace) -> int:
         return 0
     print(f"baton: XP {xp.sig} stopped early; `baton run -f {xp.sig}` resumes it")
     return 1
+
+
+def _submit(xp, overrides: list[str], args: argparse.Namespace) -> int:
+    """`--slurm`: record the XP (so `run -f`, `info`, `ls` know it), then submit its job."""
+    from baton.xp import slurm
+    from baton.xp.launch import clear_folder, init_xp
+    from baton.xp.lock import XPLock
+
+    slurm.require_slurm()
+    folder = Path(xp.folder)
+    state = slurm.job_state(folder)
+    if state in slurm.LIVE_STATES and not args.clear:
+        raise UserError(f"XP {xp.sig} already has SLURM job {slurm.job_record(folder)['job_id']} ({state}); "  # type: ignore[index]
+                        "wait for it, or --clear to cancel it and start afresh")
+    if args.clear:
+        slurm.cancel(folder)
+        if folder.exists():
+            with XPLock(folder):
+                clear_folder(folder)
+    init_xp(xp)
+    worker = [*overrides, *(["--accept-config-change"] if args.accept_config_change else [])]
+    job = slurm.submit(xp.sig, folder, worker, slurm.settings_for(xp.cfg, overrides))
+    print(f"baton: XP {xp.sig} submitted as SLURM job {job}; `baton info -f {xp.sig} -t` follows it")
+    return 0
 
 
 def print_results(sig: str, folder, best_stage: str, best_name: str) -> None:

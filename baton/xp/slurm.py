@@ -1,0 +1,203 @@
+"""SLURM through submitit: `baton run --slurm` submits an XP as a job; the job runs `baton run`
+with the same arguments, so it finds, locks and resumes the same XP folder.
+
+Resources come from the `slurm` config section (conf/solver/default.yaml), overridden by the
+cluster's `slurm:` entry of the team file, overridden by `slurm.*` on the command line. The
+partition defaults to the cluster's team partition, else its global one, else SLURM's default.
+
+Preemption and time limits: SLURM sends SIGUSR1 (`slurm.signal_delay_s` before the limit, or
+on `scancel --signal=USR1`); the engine's handler only sets a flag, the loop checkpoints at the
+next update and stops with exit code 138, and the job then asks SLURM to requeue it
+(`scontrol requeue`), up to `slurm.max_requeues` times. The requeued job resumes exactly. A job
+that fails (an exception, a config error) is not requeued.
+
+In the XP folder: `submitit/` (the job's pickles and logs, `<job id>_<task>_log.out/err`) and
+`.slurm.json` (the job id and when it was submitted), which `baton info`, `ls` and `--clear` read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baton.errors import ConfigError, UserError
+
+JOB_FILE = ".slurm.json"
+SUBMITIT = "submitit"
+LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING", "REQUEUE_HOLD", "REQUEUE_FED"}
+STOP_CODES = {128 + 10, 128 + 15}  # SIGUSR1, SIGTERM: checkpointed, resumable
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    partition: str | None = None
+    gpus: int = 0               # per node; one task per GPU (one task without GPUs)
+    nodes: int = 1
+    cpus_per_task: int = 2
+    mem_per_gpu: str | None = None
+    time: int = 60              # minutes
+    constraint: str | None = None
+    exclude: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    setup: list[str] = field(default_factory=list)
+    max_requeues: int = 3
+    signal_delay_s: int = 90
+
+    @classmethod
+    def resolve(cls, section: Mapping[str, Any], cluster: Mapping[str, Any], given: Mapping[str, Any], partitions: Mapping[str, Any]) -> SlurmSettings:
+        """`section` (the config's defaults) < `cluster` (the team file) < `given` (the command line).
+
+        Raises:
+            ConfigError: an unknown key, naming it.
+        """
+        merged = {**dict(section), **dict(cluster), **dict(given)}
+        unknown = sorted(set(merged) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown SLURM setting '{unknown[0]}'; use {', '.join(cls.__dataclass_fields__)}")
+        if merged.get("partition") is None:
+            merged["partition"] = (partitions or {}).get("team") or (partitions or {}).get("global")
+        merged["setup"] = list(merged.get("setup") or [])
+        return cls(**merged)
+
+
+def settings_for(cfg: Any, overrides: Sequence[str]) -> SlurmSettings:
+    """The job's settings for a composed XP config and the overrides it was composed from."""
+    from omegaconf import OmegaConf
+
+    section = OmegaConf.to_container(cfg.slurm, resolve=True)
+    env = OmegaConf.to_container(cfg.env, resolve=True) if "env" in cfg else {}
+    given = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.startswith("slurm."):
+            given[key[len("slurm."):]] = OmegaConf.select(cfg, key)
+    assert isinstance(section, dict) and isinstance(env, dict)
+    return SlurmSettings.resolve({str(k): v for k, v in section.items()}, env.get("slurm") or {}, given, env.get("partitions") or {})
+
+
+class XPJob:
+    """What the job runs: `baton run ARGS` in the job's process, then a requeue when it stopped
+    on a signal (preemption, time limit) with requeues left."""
+
+    def __init__(self, argv: Sequence[str], max_requeues: int) -> None:
+        self.argv = list(argv)
+        self.max_requeues = max_requeues
+
+    def __call__(self) -> int:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # one task per GPU: torch.distributed's variables from SLURM's
+            submitit.helpers.TorchDistributedEnvironment().export()
+        from baton.__main__ import main
+
+        try:
+            code = main(["run", *self.argv])
+        except SystemExit as stop:  # the engine's Interrupted: 128 + signal
+            code = int(stop.code or 0)
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        if code in STOP_CODES and env.global_rank == 0:
+            if restarts < self.max_requeues:
+                print(f"baton: stopped on a signal (exit {code}); requeuing job {env.job_id} "
+                      f"({restarts + 1} of {self.max_requeues})", flush=True)
+                subprocess.run(["scontrol", "requeue", str(env.job_id)], check=True, timeout=60)
+            else:
+                print(f"baton: stopped on a signal; not requeued: slurm.max_requeues={self.max_requeues} reached", flush=True)
+        if code != 0:
+            raise SystemExit(code)  # the job's state says it did not finish
+        return code
+
+
+def require_slurm() -> None:
+    """Raises UserError when this machine cannot submit to SLURM (no sbatch, or no submitit)."""
+    if shutil.which("sbatch") is None:
+        raise UserError("--slurm: sbatch is not on PATH (no SLURM here); run without --slurm, or try scripts/local_slurm.sh")
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise UserError("--slurm needs submitit: pip install 'baton[slurm]'") from None
+
+
+def submit(sig: str, folder: Path, argv: Sequence[str], settings: SlurmSettings) -> str:
+    """Submit the XP's job; returns its id, also written to `<xp>/.slurm.json`."""
+    import submitit
+
+    require_slurm()
+    executor = submitit.AutoExecutor(folder=folder / SUBMITIT, cluster="slurm")
+    tasks = max(1, settings.gpus)
+    parameters: dict[str, Any] = {
+        "name": f"baton-{sig}", "timeout_min": settings.time, "nodes": settings.nodes,
+        "tasks_per_node": tasks, "cpus_per_task": settings.cpus_per_task,
+        "slurm_signal_delay_s": settings.signal_delay_s, "slurm_setup": settings.setup,
+    }
+    optional = {
+        "slurm_partition": settings.partition, "gpus_per_node": settings.gpus or None,
+        "slurm_mem_per_gpu": settings.mem_per_gpu, "slurm_constraint": settings.constraint,
+        "slurm_exclude": settings.exclude, "slurm_account": settings.account, "slurm_qos": settings.qos,
+    }
+    parameters.update({k: v for k, v in optional.items() if v is not None})
+    executor.update_parameters(**parameters)
+    job = executor.submit(XPJob(argv, settings.max_requeues))
+    record = {"job_id": str(job.job_id), "submitted": time.time(), "partition": settings.partition}
+    from baton.atomic import write_text_atomic
+
+    write_text_atomic(folder / JOB_FILE, json.dumps(record) + "\n")
+    return str(job.job_id)
+
+
+def job_record(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / JOB_FILE
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+        return record
+    except (OSError, ValueError):
+        return None
+
+
+def job_state(folder: Path) -> str | None:
+    """The SLURM state of the XP's last job (PENDING, RUNNING, COMPLETED, ...), None without one
+    or without SLURM to ask."""
+    record = job_record(folder)
+    if record is None or shutil.which("squeue") is None:
+        return None
+    job = record["job_id"]
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    state = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+    if state:
+        return state
+    if shutil.which("sacct") is not None:
+        out = subprocess.run(["sacct", "-n", "-X", "-j", job, "-o", "State"], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.split()[0]
+    return "ENDED"  # not in the queue, and no accounting to say how it ended
+
+
+def cancel(folder: Path) -> str | None:
+    """Cancel the XP's job if it is still queued or running; returns its id when cancelled."""
+    state = job_state(folder)
+    record = job_record(folder)
+    if record is None or state not in LIVE_STATES:
+        return None
+    subprocess.run(["scancel", record["job_id"]], check=True, timeout=60)
+    deadline = time.monotonic() + 60  # the job's process must be gone before its folder is cleared
+    while job_state(folder) in LIVE_STATES and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return str(record["job_id"])
+
+
+def job_logs(folder: Path, task: int = 0) -> list[Path]:
+    """The job's stdout and stderr files for `task` (the rank), newest job first."""
+    record = job_record(folder)
+    if record is None:
+        return []
+    base = Path(folder) / SUBMITIT
+    return [p for p in (base / f"{record['job_id']}_{task}_log.out", base / f"{record['job_id']}_{task}_log.err") if p.exists()]
+
