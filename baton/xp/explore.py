@@ -9,6 +9,7 @@
             launcher({"optim.lr": lr})          # one XP per call
         small = launcher.bind("task.hidden=16") # a copy with more overrides
         small(optim={"lr": 1e-3})
+        launcher.slurm(gpus=2)(optim={"lr": 3e-3})  # SLURM resources, for `baton grid --slurm`
 
 Overrides are 'key=value' strings, dicts (nested or dotted keys) or keyword arguments, applied in
 order; the rightmost value of a key wins. Grid files live in a `grids` package: baton's own
@@ -49,6 +50,15 @@ class Launcher:
         """Add overrides to this launcher in place."""
         self.overrides.extend(to_overrides(*args, **kwargs))
         return self
+
+    def slurm(self, **settings: Any) -> Launcher:
+        """A copy whose XPs ask SLURM for these resources (`gpus=8, partition="learn"`: the
+        keys of the `slurm` config section); used by `baton grid NAME --slurm`, never in the sig."""
+        return self.bind({f"slurm.{key}": value for key, value in settings.items()})
+
+    def slurm_(self, **settings: Any) -> Launcher:
+        """`slurm`, in place."""
+        return self.bind_({f"slurm.{key}": value for key, value in settings.items()})
 
     def __call__(self, *args: str | Mapping[str, Any], **kwargs: Any) -> None:
         """Declare one XP: this launcher's overrides followed by these."""

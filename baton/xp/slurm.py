@@ -12,7 +12,9 @@ next update and stops with exit code 138, and the job then asks SLURM to requeue
 that fails (an exception, a config error) is not requeued.
 
 In the XP folder: `submitit/` (the job's pickles and logs, `<job id>_<task>_log.out/err`) and
-`.slurm.json` (the job id and when it was submitted), which `baton info`, `ls` and `--clear` read.
+`.slurm.json` (the job id, when it was submitted, where its logs are), which `baton info`, `ls`,
+the grid table and `--clear` read. A grid's job array keeps its files in
+`<xp root>/grids/<grid>/submitit/`.
 """
 
 from __future__ import annotations
@@ -132,10 +134,58 @@ def submit(sig: str, folder: Path, argv: Sequence[str], settings: SlurmSettings)
 
     require_slurm()
     executor = submitit.AutoExecutor(folder=folder / SUBMITIT, cluster="slurm")
-    tasks = max(1, settings.gpus)
+    executor.update_parameters(**_parameters(f"baton-{sig}", settings))
+    job = executor.submit(XPJob(argv, settings.max_requeues))
+    _record(folder, str(job.job_id), settings, logs=folder / SUBMITIT)
+    return str(job.job_id)
+
+
+ARRAY_MIN = 4  # XPs with the same resources go as one job array from this many on
+
+
+@dataclass(frozen=True)
+class Submission:
+    sig: str
+    folder: Path
+    argv: list[str]
+    settings: SlurmSettings
+
+
+def submit_many(submissions: Sequence[Submission], grid: str) -> list[str]:
+    """Submit a grid's XPs: those with the same resources as one job array when there are at
+    least ARRAY_MIN of them (one scheduler entry, `<array>_<index>` ids), the others one by one.
+    Returns the job ids in the order given."""
+    import submitit
+
+    require_slurm()
+    groups: dict[str, list[int]] = {}  # by resources (as text: the settings hold a list)
+    for index, submission in enumerate(submissions):
+        groups.setdefault(repr(submission.settings), []).append(index)
+    ids: dict[int, str] = {}
+    for members in groups.values():
+        settings = submissions[members[0]].settings
+        if len(members) < ARRAY_MIN:
+            for index in members:
+                s = submissions[index]
+                ids[index] = submit(s.sig, s.folder, s.argv, s.settings)
+            continue
+        # An array's jobs share one submitit folder, the grid's (<xp root>/grids/<name>/submitit);
+        # each XP folder records its own job id and where its logs are.
+        first = submissions[members[0]]
+        executor = submitit.AutoExecutor(folder=first.folder.parent.parent / "grids" / grid / SUBMITIT, cluster="slurm")
+        executor.update_parameters(**_parameters(f"baton-grid-{grid}", settings))
+        with executor.batch():
+            jobs = [executor.submit(XPJob(submissions[i].argv, settings.max_requeues)) for i in members]
+        for index, job in zip(members, jobs, strict=True):
+            ids[index] = str(job.job_id)
+            _record(submissions[index].folder, str(job.job_id), settings, logs=Path(executor.folder))
+    return [ids[i] for i in range(len(submissions))]
+
+
+def _parameters(name: str, settings: SlurmSettings) -> dict[str, Any]:
     parameters: dict[str, Any] = {
-        "name": f"baton-{sig}", "timeout_min": settings.time, "nodes": settings.nodes,
-        "tasks_per_node": tasks, "cpus_per_task": settings.cpus_per_task,
+        "name": name, "timeout_min": settings.time, "nodes": settings.nodes,
+        "tasks_per_node": max(1, settings.gpus), "cpus_per_task": settings.cpus_per_task,
         "slurm_signal_delay_s": settings.signal_delay_s, "slurm_setup": settings.setup,
     }
     optional = {
@@ -144,13 +194,14 @@ def submit(sig: str, folder: Path, argv: Sequence[str], settings: SlurmSettings)
         "slurm_exclude": settings.exclude, "slurm_account": settings.account, "slurm_qos": settings.qos,
     }
     parameters.update({k: v for k, v in optional.items() if v is not None})
-    executor.update_parameters(**parameters)
-    job = executor.submit(XPJob(argv, settings.max_requeues))
-    record = {"job_id": str(job.job_id), "submitted": time.time(), "partition": settings.partition}
+    return parameters
+
+
+def _record(folder: Path, job_id: str, settings: SlurmSettings, logs: Path) -> None:
     from baton.atomic import write_text_atomic
 
+    record = {"job_id": job_id, "submitted": time.time(), "partition": settings.partition, "logs": str(logs)}
     write_text_atomic(folder / JOB_FILE, json.dumps(record) + "\n")
-    return str(job.job_id)
 
 
 def job_record(folder: Path) -> dict[str, Any] | None:
@@ -198,6 +249,6 @@ def job_logs(folder: Path, task: int = 0) -> list[Path]:
     record = job_record(folder)
     if record is None:
         return []
-    base = Path(folder) / SUBMITIT
+    base = Path(record.get("logs") or Path(folder) / SUBMITIT)
     return [p for p in (base / f"{record['job_id']}_{task}_log.out", base / f"{record['job_id']}_{task}_log.err") if p.exists()]
 

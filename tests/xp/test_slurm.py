@@ -116,3 +116,35 @@ def test_clear_cancels_the_live_job_first(tmp_path: Path) -> None:
 def no_gpu_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+GRID = '''
+from baton.xp.explore import explorer
+
+
+@explorer(metrics=["valid.loss"])
+def explore(launcher):
+    launcher.bind_(solver="example", optim={"epochs": 1}, task={"num_train": 128})
+    launcher.slurm_(cpus_per_task=1, time=10)
+    for lr in [1e-3, 2e-3, 3e-3, 4e-3]:
+        launcher(optim={"lr": lr})
+'''
+
+
+def test_a_grid_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
+    package = tmp_path / "mygrids"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "sweep.py").write_text(GRID)
+    env = {"BATON_XP_DIR": str(tmp_path / "xps"), "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "submitted 4 XP(s) to SLURM" in result.stdout
+    folders = sorted(p.parent for p in (tmp_path / "xps" / "xps").glob("*/.slurm.json"))
+    assert len(folders) == 4
+    jobs = [job_of(folder) for folder in folders]
+    assert len({job.split("_")[0] for job in jobs}) == 1 and all("_" in job for job in jobs)  # one array
+    wait_until(lambda: all(ended(folder) for folder in folders), what="the array")
+    table = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", "--format", "csv", env=env)
+    assert "nothing to submit" in table.stdout
+    assert table.stdout.count(",done,") == 4 and "slurm" in table.stdout.splitlines()[1]

@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-r", "--retry", action="store_true", help="run failed XPs again")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="XPs run at once (default 1)")
     parser.add_argument("--package", action="append", default=[], help="grids package (BATON_GRID_PACKAGE and grid_package in baton.toml add more)")
+    parser.add_argument(
+        "--slurm", action="store_true",
+        help="submit the XPs not done as SLURM jobs (job arrays for groups with the same resources) and return",
+    )
     add_format(parser)
     add_config_dir(parser)
 
@@ -86,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
         final_table()
         return 0
     wanted = {st.NEW, st.KILLED} | ({st.FAILED} if args.retry else set())
+    if args.slurm:
+        return _submit_grid(args.name, xps, folders, wanted, out, final_table)
     launcher = LocalLauncher(args.jobs, args.config_dir)
     for folder in folders:
         if st.xp_status(folder) in wanted:
@@ -202,6 +208,26 @@ def _compose_all(name: str, declared: Sequence[Sequence[str]], config_dir: Seque
     return xps
 
 
+def _submit_grid(name: str, xps: Sequence[Any], folders: Sequence[Any], wanted: set[str], out: Any, final_table: Any) -> int:
+    """`--slurm`: submit the XPs in `wanted` states that have no live job, then show the table."""
+    from baton.xp import slurm
+    from baton.xp import status as st
+
+    todo = [
+        slurm.Submission(xp.sig, Path(xp.folder), list(xp.overrides), slurm.settings_for(xp.cfg, xp.overrides))
+        for xp, folder in zip(xps, folders, strict=True)
+        if st.xp_status(folder) in wanted and slurm.job_state(folder.path) not in slurm.LIVE_STATES
+    ]
+    if todo:
+        ids = slurm.submit_many(todo, name)
+        out.print(f"grid {name}: submitted {len(todo)} XP(s) to SLURM (jobs {', '.join(ids)}); "
+                  f"`baton grid {name}` shows their progress", markup=False)
+    else:
+        out.print(f"grid {name}: nothing to submit (done, or with a live job)", markup=False)
+    final_table()
+    return 0
+
+
 def _clear(name: str, xps: Sequence[Any], assume_yes: bool) -> None:
     """Delete the folders of the grid's XPs, all or none.
 
@@ -220,6 +246,17 @@ def _clear(name: str, xps: Sequence[Any], assume_yes: bool) -> None:
     existing = [Path(xp.folder) for xp in xps if Path(xp.folder).is_dir()]
     if not existing:
         return
+    from baton.xp.slurm import LIVE_STATES, cancel, job_state
+
+    live = [folder for folder in existing if job_state(folder) in LIVE_STATES]
+    if live:  # their jobs hold the XPs' locks: cancel them (once confirmed) before locking
+        if not assume_yes:
+            answer = input(f"cancel {len(live)} SLURM job(s) and delete the folders of {len(existing)} XP(s) of grid {name}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise UserError("--clear cancelled; nothing cancelled or deleted")
+            assume_yes = True
+        for folder in live:
+            cancel(folder)
     with ExitStack() as locks:
         for folder in existing:
             try:
@@ -248,11 +285,16 @@ def _short_names(deltas: Sequence[Sequence[tuple[str, Any]]]) -> list[str]:
 
 
 def _table(name: str, folders: Sequence[Any], names: Sequence[str], metrics: Sequence[str], fmt: str = "table") -> Any:
+    from baton.xp.slurm import job_record, job_state
     from baton.xp.status import summarize
 
     rows = []
-    for index, (folder, xp_name) in enumerate(zip(folders, names, strict=True)):
+    jobs = [job_record(folder.path) for folder in folders]
+    for index, (folder, xp_name, job) in enumerate(zip(folders, names, jobs, strict=True)):
         summary = summarize(folder)
-        rows.append([index, xp_name, summary.status, summary.sig, summary.epoch, *(summary.metric(m) for m in metrics)])
-    headers = ["#", "name", "state", "sig", "epoch", *metrics]
+        row = [index, xp_name, summary.status, summary.sig, summary.epoch, *(summary.metric(m) for m in metrics)]
+        if any(jobs):
+            row.append(f"{job['job_id']} {job_state(folder.path) or ''}".strip() if job else "")
+        rows.append(row)
+    headers = ["#", "name", "state", "sig", "epoch", *metrics, *(["slurm"] if any(jobs) else [])]
     return render(fmt, f"grid {name}", headers, rows, right=("#", "epoch", *metrics))

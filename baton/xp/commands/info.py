@@ -99,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
             if not log.is_file() and log.name != SOLVER_LOG:
                 continue
             lines = log.read_text(errors="replace").splitlines()[-args.lines:] if log.is_file() else []
-            out.rule(f"{log.relative_to(folder.path)} (last {len(lines)} lines)")
+            shown = log.relative_to(folder.path) if log.is_relative_to(folder.path) else log
+            out.rule(f"{shown} (last {len(lines)} lines)")
             for line in lines:
                 out.print(line, markup=False)
     return 0
