@@ -8,8 +8,10 @@ partition defaults to the cluster's team partition, else its global one, else SL
 Preemption and time limits: SLURM sends SIGUSR1 (`slurm.signal_delay_s` before the limit, or
 on `scancel --signal=USR1`); the engine's handler only sets a flag, the loop checkpoints at the
 next update and stops with exit code 138, and the job then asks SLURM to requeue it
-(`scontrol requeue`), up to `slurm.max_requeues` times. The requeued job resumes exactly. A job
-that fails (an exception, a config error) is not requeued.
+(`scontrol requeue`), up to `slurm.max_requeues` times. The requeued job resumes exactly.
+SIGTERM (`scancel`, or a preemption that SLURM requeues itself) also checkpoints and stops, but
+the job does not requeue itself: a cancelled job stays cancelled. A job that fails (an
+exception, a config error) is not requeued.
 
 In the XP folder: `submitit/` (the job's pickles and logs, `<job id>_<task>_log.out/err`) and
 `.slurm.json` (the job id, when it was submitted, where its logs are), which `baton info`, `ls`,
@@ -34,7 +36,7 @@ from baton.errors import ConfigError, UserError
 JOB_FILE = ".slurm.json"
 SUBMITIT = "submitit"
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING", "REQUEUE_HOLD", "REQUEUE_FED"}
-STOP_CODES = {128 + 10, 128 + 15}  # SIGUSR1, SIGTERM: checkpointed, resumable
+REQUEUE_CODE = 128 + 10  # stopped by SIGUSR1 (time limit, preemption), checkpointed: requeue
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class XPJob:
         except SystemExit as stop:  # the engine's Interrupted: 128 + signal
             code = int(stop.code or 0)
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-        if code in STOP_CODES and env.global_rank == 0:
+        if code == REQUEUE_CODE and env.global_rank == 0:
             if restarts < self.max_requeues:
                 print(f"baton: stopped on a signal (exit {code}); requeuing job {env.job_id} "
                       f"({restarts + 1} of {self.max_requeues})", flush=True)
