@@ -115,3 +115,16 @@ def test_two_nodes_on_one_machine_through_torchrun(tmp_path: Path) -> None:
     (folder,) = tmp_path.glob("xps/*")
     assert (folder / "worker_1.log").exists() and len((folder / "history.jsonl").read_text().splitlines()) == 1
     assert "baton: XP" in outputs[0] and "done" in outputs[0]
+
+
+def test_an_xp_can_ask_for_processes_in_its_config_as_a_grid_does(tmp_path: Path) -> None:
+    """`distributed.nproc=2` (what `launcher.bind_(distributed={"nproc": 2})` sets in a grid) is
+    `-d --nproc 2`, and not part of the signature."""
+    env = {"BATON_XP_DIR": str(tmp_path)}
+    args = ["solver=example", "optim.epochs=1", "task.num_train=256", "logging.progress=false", "logging.tensorboard=false"]
+    result = baton_cli("run", *args, "distributed.nproc=2", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "baton: 2 processes for XP" in result.stdout
+    (folder,) = tmp_path.glob("xps/*")
+    assert (folder / "worker_1.log").exists()
+    assert baton_cli("run", "--dry_run", *args, env=env).stdout.split()[1] == folder.name

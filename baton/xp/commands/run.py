@@ -58,14 +58,17 @@ def main(args: argparse.Namespace) -> int:
         from baton.xp.slurm import cancel
 
         cancel(folder.path)  # a job still running this XP stops first
-    if args.distrib:
+    configured = xp.cfg.distributed.get("nproc")  # a grid's way to ask for -d
+    if args.distrib or (configured is not None and int(configured) > 1):
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1:  # already one rank of a world (an outer torchrun or srun): join it
-            print(f"baton: -d ignored: this process is already one of {world} ranks", file=sys.stderr)
+            if args.distrib:
+                print(f"baton: -d ignored: this process is already one of {world} ranks", file=sys.stderr)
         else:
             from baton.xp.local_distributed import launch, nproc_for
 
-            return launch(xp.sig, Path(xp.folder), nproc_for(args.nproc, str(xp.cfg.device)), sys.argv[1:])
+            nproc = nproc_for(args.nproc if args.nproc is not None else configured, str(xp.cfg.device))
+            return launch(xp.sig, Path(xp.folder), nproc, sys.argv[1:])
     started: list[bool] = []
 
     def announce() -> None:  # once the XP can start: not before a refusal
