@@ -69,7 +69,9 @@ def newest_model(folder: Path) -> dict[str, torch.Tensor]:
     return torch.load(newest["path"] / "model.ckpt", weights_only=True)
 
 
-@pytest.mark.parametrize("kill_at_update", [21, 64])  # inside epoch 1 (32 updates per epoch); the epoch-2 boundary
+@pytest.mark.parametrize(  # inside epoch 1 (32 updates per epoch); the epoch-2 boundary
+    "kill_at_update", [21, pytest.param(64, marks=pytest.mark.slow)]
+)
 def test_a_recipe_killed_mid_epoch_resumes_at_the_next_batch_bit_for_bit(tmp_path, kill_at_update):
     straight = run_recipe(tmp_path / "straight", "--ckpt_interval_steps", "5")
     run_recipe(tmp_path / "killed", "--ckpt_interval_steps", "5", "--kill_at_update", str(kill_at_update), killed=True)

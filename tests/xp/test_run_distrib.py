@@ -28,6 +28,7 @@ def run_dumping(dump: Path, *args: str, env: dict[str, str]) -> subprocess.Compl
     )
 
 
+@pytest.mark.slow  # the parity itself is tests/solver/test_ddp_parity.py's; this runs it through -d
 @pytest.mark.timeout(900)
 def test_two_processes_train_one_model_equal_to_one_process(tmp_path: Path, synth_cache: Path) -> None:
     env = {"BATON_XP_DIR": str(tmp_path / "xps"), "BATON_DATA_DIR": str(synth_cache)}
