@@ -116,6 +116,15 @@ def test_two_nodes_on_one_machine_through_torchrun(tmp_path: Path) -> None:
     (folder,) = tmp_path.glob("xps/*")
     assert (folder / "worker_1.log").exists() and len((folder / "history.jsonl").read_text().splitlines()) == 1
     assert "baton: XP" in outputs[0] and "done" in outputs[0]
+    # The same world size on one node (`-d --nproc 2`) trains the same model, bit for bit.
+    one_node = baton_cli("run", "-d", "--nproc", "2", "solver=example", "optim.epochs=1", "task.num_train=256",
+                         "logging.progress=false", "logging.tensorboard=false", env={"BATON_XP_DIR": str(tmp_path / "one")})
+    assert one_node.returncode == 0, one_node.stderr[-2000:]
+    (other,) = (tmp_path / "one").glob("xps/*")
+    two = torch.load(folder / "checkpoint.th", weights_only=False)["state"]["registered"]["model"]
+    one = torch.load(other / "checkpoint.th", weights_only=False)["state"]["registered"]["model"]
+    assert all(torch.equal(value, one[key]) for key, value in two.items())
+    assert (folder / "history.jsonl").read_text() == (other / "history.jsonl").read_text()
 
 
 def test_an_xp_can_ask_for_processes_in_its_config_as_a_grid_does(tmp_path: Path) -> None:
