@@ -67,6 +67,7 @@ def test_two_ranks_train_one_model_equal_to_one_process_with_the_global_batch(tm
     assert rank0["losses"][-1] == ("valid", pytest.approx(expected, rel=1e-5))
 
 
+@pytest.mark.slow  # three 2-rank launches; the engine's own 2-rank signal test runs in the fast suite
 @pytest.mark.timeout(300)
 def test_two_ranks_with_a_checkpointer_stop_together_on_sigterm_and_resume_bit_exact(tmp_path):
     """SIGTERM reaches rank 1 only (as SLURM may deliver it): both ranks stop at the same

@@ -87,6 +87,7 @@ def test_a_recipe_killed_mid_epoch_resumes_at_the_next_batch_bit_for_bit(tmp_pat
     assert not any("brain_intra_epoch_ckpt" in c for c in checkpoints(tmp_path / "killed"))
 
 
+@pytest.mark.slow
 def test_sigterm_during_valid_checkpoints_at_the_epoch_boundary_and_resumes_exactly(tmp_path):
     straight = run_recipe(tmp_path / "straight")
     stopped = run_recipe(tmp_path / "stopped", "--sigterm_in_valid_of_epoch", "2", exit_code=128 + signal.SIGTERM)

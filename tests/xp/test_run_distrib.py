@@ -127,6 +127,7 @@ def test_two_nodes_on_one_machine_through_torchrun(tmp_path: Path) -> None:
     assert (folder / "history.jsonl").read_text() == (other / "history.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_an_xp_can_ask_for_processes_in_its_config_as_a_grid_does(tmp_path: Path) -> None:
     """`distributed.nproc=2` (what `launcher.bind_(distributed={"nproc": 2})` sets in a grid) is
     `-d --nproc 2`, and not part of the signature."""
