@@ -203,6 +203,12 @@ class ResultLogger:
         """Metrics under `prefix` at `step` to every tracker (`logging.loggers`), once per step."""
         self.trackers.log_metrics(prefix, metrics, step)
 
+    @property
+    def tracking(self) -> bool:
+        """Whether any tracker takes results here (rank 0 with `logging.loggers`): media worth
+        preparing (a spectrogram image) only then."""
+        return bool(self.trackers.names)
+
     def log_audio(self, tag: str, wav: Any, sample_rate: int, step: int) -> None:
         """An audio clip (a tensor or array, [time] or [channels, time]) to the trackers that
         take audio (TensorBoard, MLflow as a WAV artifact, W&B)."""

@@ -38,7 +38,9 @@ class Trackers:
         self.run = run
         self._loggers: list[ExperimentLogger] | None = None
         path = run.folder / STEPS_FILE
-        self.last_steps: dict[str, int] = json.loads(path.read_text()) if path.is_file() else {}
+        # Read only when tracking: without trackers (other ranks, no folder) `run.folder` is not
+        # an XP folder of ours.
+        self.last_steps: dict[str, int] = json.loads(path.read_text()) if self.names and path.is_file() else {}
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 

@@ -119,9 +119,8 @@ class Brain(BaseSolver):
         self._counter: Any = None
         self.epoch_value: Any = None  # the epoch counter's value for the running epoch
         self.stage_results: dict[str, float] = {}  # the last stage's metrics over all items and ranks
-        if options["distributed_launch"] or distrib.world_size() > 1 or _launched_by_torchrun():
-            backend = options["distributed_backend"] if str(options["device"]).startswith("cuda") else "gloo"
-            distrib.init(backend)
+        # Joins the world torchrun or srun describe (a no-op for one process), as ddp_init_group does.
+        distrib.ddp_init_group(options)
         super().__init__(brain_config(options, config), folder=options["output_folder"])
 
     def build(self) -> None:
@@ -588,10 +587,4 @@ class Brain(BaseSolver):
         self.result_logger.write_history(self.history)
         where = f"update {self.train_done} of epoch {self.epoch}" if self.train_done else f"the start of epoch {self.epoch}"
         logger.info("resuming from %s at %s", path.parent if isinstance(path, Path) else path, where)
-
-
-def _launched_by_torchrun() -> bool:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 

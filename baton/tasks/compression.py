@@ -161,7 +161,7 @@ class CompressionSolver(StandardSolver):
         from ..loggers.spectrogram import spectrogram_image
 
         rate, log = self.model.sample_rate, self.result_logger
-        if not log.trackers.names:
+        if not log.tracking:
             return
         log.log_audio(f"generate/{stem}/original", original, rate, self.epoch)
         log.log_audio(f"generate/{stem}/reconstructed", reconstructed, rate, self.epoch)

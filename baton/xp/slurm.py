@@ -218,19 +218,29 @@ def job_record(folder: Path) -> dict[str, Any] | None:
 def job_state(folder: Path) -> str | None:
     """The SLURM state of the XP's last job (PENDING, RUNNING, COMPLETED, ...), None without one
     or without SLURM to ask."""
-    record = job_record(folder)
-    if record is None or shutil.which("squeue") is None:
-        return None
-    job = record["job_id"]
-    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
-    state = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
-    if state:
-        return state
-    if shutil.which("sacct") is not None:
-        out = subprocess.run(["sacct", "-n", "-X", "-j", job, "-o", "State"], capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.split()[0]
-    return "ENDED"  # not in the queue, and no accounting to say how it ended
+    return job_states([folder])[Path(folder)]
+
+
+def job_states(folders: Sequence[Path]) -> dict[Path, str | None]:
+    """`job_state` of each folder, asking SLURM once (one `squeue`, one `sacct` for the jobs
+    that left the queue), not once per XP: tables of many XPs are redrawn every second."""
+    jobs = {Path(f): r["job_id"] for f in folders if (r := job_record(f)) is not None}
+    states: dict[Path, str | None] = {Path(f): None for f in folders}
+    if not jobs or shutil.which("squeue") is None:
+        return states
+    # -r: one line per array task, so ids read `<array>_<index>` as recorded.
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=30)
+    queued = dict(line.split(None, 1) for line in out.stdout.splitlines() if " " in line) if out.returncode == 0 else {}
+    left = sorted({job for job in jobs.values() if job not in queued})
+    ended: dict[str, str] = {}
+    if left and shutil.which("sacct") is not None:
+        out = subprocess.run(["sacct", "-n", "-X", "-j", ",".join(left), "-o", "JobID,State"], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0:
+            ended = {parts[0]: parts[1] for line in out.stdout.splitlines() if len(parts := line.split()) >= 2}
+    for folder, job in jobs.items():
+        # Not in the queue, and no accounting to say how it ended: ENDED.
+        states[folder] = queued.get(job, "").strip() or ended.get(job) or "ENDED"
+    return states
 
 
 def cancel(folder: Path) -> str | None:

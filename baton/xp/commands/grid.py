@@ -213,10 +213,11 @@ def _submit_grid(name: str, xps: Sequence[Any], folders: Sequence[Any], wanted: 
     from baton.xp import slurm
     from baton.xp import status as st
 
+    states = slurm.job_states([folder.path for folder in folders])
     todo = [
         slurm.Submission(xp.sig, Path(xp.folder), list(xp.overrides), slurm.settings_for(xp.cfg, xp.overrides))
         for xp, folder in zip(xps, folders, strict=True)
-        if st.xp_status(folder) in wanted and slurm.job_state(folder.path) not in slurm.LIVE_STATES
+        if st.xp_status(folder) in wanted and states[folder.path] not in slurm.LIVE_STATES
     ]
     if todo:
         ids = slurm.submit_many(todo, name)
@@ -246,9 +247,10 @@ def _clear(name: str, xps: Sequence[Any], assume_yes: bool) -> None:
     existing = [Path(xp.folder) for xp in xps if Path(xp.folder).is_dir()]
     if not existing:
         return
-    from baton.xp.slurm import LIVE_STATES, cancel, job_state
+    from baton.xp.slurm import LIVE_STATES, cancel, job_states
 
-    live = [folder for folder in existing if job_state(folder) in LIVE_STATES]
+    states = job_states(existing)
+    live = [folder for folder in existing if states[folder] in LIVE_STATES]
     if live:  # their jobs hold the XPs' locks: cancel them (once confirmed) before locking
         if not assume_yes:
             answer = input(f"cancel {len(live)} SLURM job(s) and delete the folders of {len(existing)} XP(s) of grid {name}? [y/N] ")
@@ -285,16 +287,17 @@ def _short_names(deltas: Sequence[Sequence[tuple[str, Any]]]) -> list[str]:
 
 
 def _table(name: str, folders: Sequence[Any], names: Sequence[str], metrics: Sequence[str], fmt: str = "table") -> Any:
-    from baton.xp.slurm import job_record, job_state
+    from baton.xp.slurm import job_record, job_states
     from baton.xp.status import summarize
 
     rows = []
     jobs = [job_record(folder.path) for folder in folders]
+    states = job_states([folder.path for folder in folders]) if any(jobs) else {}
     for index, (folder, xp_name, job) in enumerate(zip(folders, names, jobs, strict=True)):
         summary = summarize(folder)
         row = [index, xp_name, summary.status, summary.sig, summary.epoch, *(summary.metric(m) for m in metrics)]
         if any(jobs):
-            row.append(f"{job['job_id']} {job_state(folder.path) or ''}".strip() if job else "")
+            row.append(f"{job['job_id']} {states[folder.path] or ''}".strip() if job else "")
         rows.append(row)
     headers = ["#", "name", "state", "sig", "epoch", *metrics, *(["slurm"] if any(jobs) else [])]
     return render(fmt, f"grid {name}", headers, rows, right=("#", "epoch", *metrics))

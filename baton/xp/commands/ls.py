@@ -34,13 +34,14 @@ def main(args: argparse.Namespace) -> int:
     if not summaries:
         out.print(f"no XPs in {xps_dir(root)}", markup=False)
         return 0
-    from baton.xp.slurm import job_record, job_state
+    from baton.xp.slurm import job_record, job_states
 
+    states = job_states([s.folder for s in summaries])
     rows = []
     for s in sorted(summaries, key=lambda s: -s.age):
         best = f"{s.best_key} {format_number(s.best)}" if s.best is not None else ""
         job = job_record(s.folder)
-        slurm = f"{job['job_id']} {job_state(s.folder) or ''}".strip() if job else ""
+        slurm = f"{job['job_id']} {states[s.folder] or ''}".strip() if job else ""
         rows.append([s.sig, s.delta_text, s.status, s.epoch, best, format_age(s.age), slurm])
     headers = ["sig", "delta", "status", "epoch", "best", "age", "slurm"]
     table = render(args.format, f"XPs in {xps_dir(root)}", headers, rows, right=("epoch", "best", "age"))
