@@ -53,3 +53,28 @@ def audio_dataset(
     options = {key: section[key] if key in section else cfg[key] for key in _DATASET_KEYS}
     manifest = resolve_manifest(str(section["manifest"]), int(cfg["synth_seed"]))
     return AudioDataset(manifest, seed=seed, classes=classes, **options)
+
+
+def split_loaders(
+    cfg: Mapping[str, Any], splits: Sequence[str], *, seed: int, batch_size: int
+) -> dict[str, Any]:
+    """One loader per split of the `dataset` config section; only `train` is shuffled (when
+    `dataset.shuffle`) and drops its short last batch (when `dataset.drop_last`).
+
+    Args:
+        batch_size: per rank (the caller divides the global one by the world size).
+    """
+    from .loader import build_loader
+
+    loaders = {}
+    for split in splits:
+        train = split == "train"
+        loaders[split] = build_loader(
+            audio_dataset(cfg, split, seed=seed),
+            batch_size=batch_size,
+            shuffle=train and bool(cfg["shuffle"]),
+            seed=seed,
+            num_workers=int(cfg["num_workers"]),
+            drop_last=train and bool(cfg["drop_last"]),
+        )
+    return loaders

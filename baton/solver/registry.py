@@ -14,7 +14,7 @@ _SOLVERS: dict[str, type] = {}
 
 # Baton's own solvers live in modules that are imported only when asked for, so `import baton`
 # stays light. name -> module that registers it.
-_BUILTIN_MODULES: dict[str, str] = {}
+_BUILTIN_MODULES: dict[str, str] = {"extensible": "baton.solver.extensible"}
 
 
 def register_solver(name: str):

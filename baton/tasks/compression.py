@@ -10,7 +10,7 @@ output's scale free. Together they converge quickly, which a short CPU run needs
 codebooks (`evaluate.n_q`, i.e. bandwidth); `generate` writes original and reconstructed WAVs
 under samples/<epoch>/, named `<n>_<label>_{original,reconstructed}.wav` with the label made a
 safe file name (`baton.data.names.safe_filename`). An adversarial term is not part of this
-task yet (it needs config-driven steps, a later issue).
+task: `solver=gan/debug` shows adversarial training, written as config-driven steps.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 
-from ..data.builders import audio_dataset
+from ..data.builders import split_loaders
 from ..data.collate import AudioBatch
-from ..data.loader import build_loader
 from ..metrics.audio import MelDistance, si_snr
 from ..metrics.averager import Averager
 from ..models.codec import CompressionModel, build_compression_model
@@ -70,19 +69,9 @@ class CompressionSolver(StandardSolver):
         )
 
     def build_dataloaders(self) -> None:
-        data, seed = self.cfg.dataset, int(self.cfg.seed)
+        data = self.cfg.dataset
         batch_size = per_rank_batch_size(int(data.batch_size))
-        for split in SPLITS:
-            dataset = audio_dataset(data, split, seed=seed)
-            train = split == "train"
-            self.dataloaders[split] = build_loader(
-                dataset,
-                batch_size=batch_size,
-                shuffle=train and bool(data.shuffle),
-                seed=seed,
-                num_workers=int(data.num_workers),
-                drop_last=train and bool(data.drop_last),
-            )
+        self.dataloaders.update(split_loaders(data, SPLITS, seed=int(self.cfg.seed), batch_size=batch_size))
 
     def reconstruction_losses(self, batch: AudioBatch, n_q: int | None = None) -> dict[str, torch.Tensor]:
         x = batch.wav

@@ -77,3 +77,25 @@ def test_two_ranks_train_one_codec_equal_to_one_process(tmp_path: Path, synth_ca
     # Codebooks included: k-means init and dead-code replacement draw from the global batch
     # (drawn from rank 0's half, the codebooks differ by ~0.1, and so does everything after).
     assert_same_model(first["weights"]["model"], alone["weights"]["model"], atol=5e-4)
+
+
+GAN = ["solver=gan/debug", "optim.epochs=1", "optim.updates_per_epoch=4", "dataset.batch_size=4",
+       "dataset.segment_duration=0.064", "dataset.valid.num_samples=4", "generate.num_samples=1",
+       "networks.generator.channels=16", "networks.generator.resblock_kernels=[3]",
+       "networks.mpd.periods=[2,3]", "networks.mpd.channels=[4,8]", "networks.msd.channels=[4,8]",
+       "+steps.generator.losses.adv_msd.after=2", "logging.tensorboard=false", "num_threads=1"]
+
+
+@pytest.mark.timeout(600)
+def test_two_ranks_train_one_yaml_gan_equal_to_one_process(tmp_path: Path, synth_cache: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config-driven steps under DDP: each step's networks are wrapped and synchronised, the
+    others are called plainly with no gradient, and a loss gated off until update 2 keeps the
+    graph whole (times 0)."""
+    monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
+    first, second = run_baton(tmp_path, "two", GAN, world=2)
+    (alone,) = run_baton(tmp_path, "one", GAN, world=1)
+    assert first["wrapped"] == {"generator": "EngineDDP", "mpd": "EngineDDP", "msd": "EngineDDP"}
+    for name in ("generator", "mpd", "msd"):
+        assert_same_model(first["weights"][name], second["weights"][name], exact=True)
+        assert_same_model(first["weights"][name], alone["weights"][name], atol=1e-4)

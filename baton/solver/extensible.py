@@ -1,0 +1,368 @@
+"""ExtensibleSolver: training described as data flow in YAML (DL-Art-School's vocabulary).
+
+    networks:   {NAME: {type: generator | discriminator | frozen, which_model | _target_, kwargs}}
+    steps:      {NAME: {training, optimizer, optimizer_params, lr_scheduler, clip_grad_norm,
+                        after, before, every, injectors: {...}, losses: {...}}}
+    evaluators: {NAME: {type, every, ...}}
+    generate:   {audio: [state keys written as WAVs], num_samples}
+
+One update, top to bottom (`train`):
+
+    states = the update's micro-batches, each as a dict of its fields (wav, lengths, labels)
+    for each step active at this update, in the order written:
+        for each micro-batch (DDP in no_sync but for the last):
+            injectors write new keys into that micro-batch's state
+            loss = sum(weight * loss for the step's active losses); backward
+        the step's optimizer steps (its own scaler, clipping, scheduler)
+        every state tensor is detached: the next step sees values, not graphs
+
+Networks a step does not train have `requires_grad` off while it runs, so a generator's
+adversarial loss leaves no gradient in the discriminator, and are called without their DDP
+wrapper. A key that a step reads but that an inactive step writes (a discriminator step
+running while the generator's is gated off) is computed on demand, without autograd.
+Valid runs every step's injectors and losses without gradient, then the evaluators; their
+metrics join the valid stage's. See docs/steps.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ..data.builders import split_loaders
+from ..data.collate import AudioBatch
+from ..errors import ConfigError
+from ..optim import build_lr_scheduler, build_optimizer
+from ..optim.stepper import GradientStepper
+from ..steps.components import State, StepContext
+from ..steps.graph import BATCH_KEYS, Graph, Step, build_graph, check_provided
+from .registry import register_solver
+from .runtime import batch_size_of, per_rank_batch_size
+from .standard import StandardSolver
+
+logger = logging.getLogger("baton.solver")
+SPLITS = ("train", "valid", "evaluate", "generate")
+
+
+class Networks(nn.Module):
+    """The config's networks by name, always the plain modules: checkpoints and the best state
+    hold plain keys (`generator.pre.bias`) whether or not DDP wraps them in training."""
+
+    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.named = nn.ModuleDict(modules)
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return self.named[name]
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return {name: module.state_dict() for name, module in self.named.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+        missing = [name for name in self.named if name not in state]
+        if strict and missing:
+            raise KeyError(f"checkpoint lacks network(s) {missing}")
+        for name, module in self.named.items():
+            if name in state:
+                module.load_state_dict(state[name], strict=strict)
+
+
+class Optimizers(dict[str, GradientStepper]):
+    """Each step's stepper (optimizer, scheduler, GradScaler) by step name, as one checkpoint entry."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: stepper.state_dict() for name, stepper in self.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, stepper in self.items():
+            if name not in state:
+                raise KeyError(f"checkpoint lacks the optimizer of step '{name}'")
+            stepper.load_state_dict(state[name])
+
+
+@register_solver("extensible")
+class ExtensibleSolver(StandardSolver):
+    graph: Graph
+    networks: Networks
+    optimizers: Optimizers
+    # The fields every micro-batch's state starts with: baton's AudioBatch. A subclass whose
+    # loaders give dicts names their keys here, so the config's reads are checked against them.
+    batch_keys: tuple[str, ...] = BATCH_KEYS
+
+    # ----------------------------------------------------------------- build
+    def build_dataloaders(self) -> None:
+        data = self.cfg.dataset
+        splits = [s for s in SPLITS if s in data and data[s] is not None]
+        batch_size = per_rank_batch_size(int(data.batch_size))
+        self.dataloaders.update(split_loaders(data, splits, seed=int(self.cfg.seed), batch_size=batch_size))
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        sections = {key: OmegaConf.to_container(cfg.get(key), resolve=True) if cfg.get(key) is not None else None
+                    for key in ("networks", "steps", "evaluators")}
+        self.graph = build_graph(
+            sections["networks"] or {}, sections["steps"] or {}, sections["evaluators"], self.batch_keys,  # type: ignore[arg-type]
+        )
+        check_provided(list(cfg.generate.get("audio") or []), "generate.audio", self.graph.writers, self.batch_keys)
+        self.sample_rate = int(cfg.dataset.sample_rate)
+        modules = {}
+        for name, spec in self.graph.networks.items():
+            module = spec.factory(**spec.kwargs).to(self.device)
+            if spec.kind == "frozen":
+                module.eval().requires_grad_(False)
+            modules[name] = module
+        self.networks = Networks(modules)
+        # What each network is called through in training: its DDP wrapper once `prepare` wraps it.
+        self._callable: dict[str, nn.Module] = dict(modules)
+        self.optimizers = Optimizers((step.name, self._stepper(step)) for step in self.graph.steps)
+        self.register_stateful("networks", "optimizers")
+        self.register_best("networks")
+        generators = [n for n, s in self.graph.networks.items() if s.kind == "generator"]
+        self._register_network_ema(generators)
+        for name, module in modules.items():
+            params = sum(p.numel() for p in module.parameters())
+            logger.info("network %s (%s): %.3fM parameters", name, self.graph.networks[name].kind, params / 1e6)
+
+    def _stepper(self, step: Step) -> GradientStepper:
+        """The step's optimizer over its networks: `optim` keys, overridden by the step's
+        `optimizer` and `optimizer_params`; its schedule: `schedule` keys, overridden by its
+        `lr_scheduler`."""
+        params = dict(step.optimizer_params)
+        if "beta1" in params or "beta2" in params:  # DLAS spells Adam's betas this way
+            betas = list(self.cfg.optim.betas)
+            params["betas"] = [params.pop("beta1", betas[0]), params.pop("beta2", betas[1])]
+        optim_cfg = _merged(self.cfg.optim, {"optimizer": step.optimizer, **params}, f"steps.{step.name}.optimizer_params")
+        schedule_cfg = _merged(self.cfg.schedule, step.lr_scheduler, f"steps.{step.name}.lr_scheduler")
+        modules = [self.networks[name] for name in step.trains]
+        optimizer = build_optimizer(modules, optim_cfg)
+        scheduler = build_lr_scheduler(optimizer, schedule_cfg, self.total_updates)
+        return self.make_stepper(optimizer, scheduler, *modules, max_norm=step.clip_grad_norm, name=step.name)
+
+    def _register_network_ema(self, names: list[str]) -> None:
+        """EMA (optim.ema.use) of the generator networks' weights, used by valid and kept as
+        their part of the best state."""
+        if not self.settings.ema_use or not names:
+            return
+        from ..optim.ema import ModuleEMA
+
+        self.ema = ModuleEMA({}, self.settings.ema_decay, self.settings.ema_device)
+        for name in names:
+            self.ema.add(f"networks.{name}", self.networks[name])
+
+    def _best_candidate(self, name: str, stage: str) -> Any:
+        if name != "networks" or stage != "valid" or self.ema is None:
+            return super()._best_candidate(name, stage)
+        state = self.networks.state_dict()
+        for key, averages in self.ema.averages.items():  # valid scored the EMA weights
+            state[key.split(".", 1)[1]] = averages
+        return state
+
+    # ----------------------------------------------------------------- engine hooks
+    def registered_modules(self) -> dict[str, nn.Module]:
+        """The networks that train (frozen ones stay in eval mode and out of DDP)."""
+        return {n: self._callable[n] for n, s in self.graph.networks.items() if s.kind != "frozen"}
+
+    def replace_module(self, name: str, module: nn.Module) -> None:
+        self._callable[name] = module
+
+    def steppers(self) -> list[GradientStepper]:
+        return list(self.optimizers.values())
+
+    # ----------------------------------------------------------------- train
+    def train(self) -> dict[str, float]:
+        average = self.stage_metrics
+        for update in self.train_updates():
+            states = [self.batch_state(batch) for batch in update.batches]
+            metrics: dict[str, Any] = {}
+            for step in self.graph.steps:
+                if step.active(self.update):
+                    metrics.update(self.train_step(step, update, states))
+                    for state in states:
+                        state.detach_()
+            average.update(metrics, count=sum(batch_size_of(b) for b in update.batches))
+        return average.result()
+
+    def train_step(self, step: Step, update: Any, states: list[State]) -> dict[str, Any]:
+        """One step over the update's micro-batches, then its optimizer step."""
+        stepper = self.optimizers[step.name]
+        terms: dict[str, torch.Tensor] = {}
+        sizes = [batch_size_of(batch) for batch in update.batches]
+        metrics: dict[str, Any] = {}
+        with self.only_trained(step):
+            for idx, _ in update.micro_batches(stepper):
+                state = states[idx - update.first_batch]
+                ctx = self.context(step, state, trained=True)
+                with self.autocast():
+                    loss, values = self.step_loss(step, ctx)
+                metrics.update(stepper.step(loss))
+                share = sizes[idx - update.first_batch] / sum(sizes)
+                for key, value in values.items():
+                    terms[key] = terms.get(key, 0.0) + value.detach().float() * share
+        metrics.update(terms)
+        return metrics
+
+    @contextlib.contextmanager
+    def only_trained(self, step: Step) -> Iterator[None]:
+        """While `step` runs, the networks it does not train need no gradient."""
+        others = [
+            self.networks[n] for n, s in self.graph.networks.items()
+            if s.kind != "frozen" and n not in step.trains
+        ]
+        for module in others:
+            module.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for module in others:
+                module.requires_grad_(True)
+
+    def context(self, step: Step, state: State, trained: bool) -> StepContext:
+        """A step's view of one micro-batch; keys it reads that no active step wrote are
+        computed first, without autograd."""
+        trains = step.trains if trained else []
+
+        def network(name: str) -> nn.Module:
+            return self._callable[name] if name in trains else self.networks[name]
+
+        ctx = StepContext(state, network, trains, step.name, self.update, self.sample_rate, self.is_training)
+        own = set(step.outputs())
+        needed = [k for inj in step.injectors for k in inj.inputs] + [k for loss in step.losses for k in loss.reads()]
+        self.provide(state, [k for k in needed if k not in own])
+        return ctx
+
+    def step_loss(self, step: Step, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run the step's injectors, then return (the weighted sum of its losses, each term)."""
+        for injector in step.injectors:
+            self.run_injector(injector, ctx)
+        total: torch.Tensor | None = None
+        values: dict[str, torch.Tensor] = {}
+        distributed = any(self._callable[n] is not self.networks[n] for n in ctx.trained)
+        for loss in step.losses:
+            on = loss.active(ctx.update)
+            if not on and not distributed:
+                continue
+            value = loss(ctx)
+            # Under DDP a gated-off loss still joins the graph, times 0, so every parameter of
+            # the wrapped networks gets its (zero) gradient and the all-reduce does not wait.
+            weighted = value * (loss.weight if on else 0.0)
+            total = weighted if total is None else total + weighted
+            if on:
+                values[loss.name] = value
+        assert total is not None, f"step '{step.name}' ran with no active loss"
+        values[f"{step.name}_loss"] = total
+        return total, values
+
+    def run_injector(self, injector: Any, ctx: StepContext) -> None:
+        where = f"steps.{ctx.step}.injectors.{injector.name}"
+        inputs = [ctx.state.read(key, where) for key in injector.inputs]
+        result = injector(ctx, *inputs)
+        values = [result] if len(injector.outputs) == 1 else list(result)
+        for key, value in zip(injector.outputs, values, strict=True):
+            ctx.state.write(key, value, where)
+
+    def provide(self, state: State, keys: list[str]) -> None:
+        """Compute state keys that are missing, through the injectors that write them (and
+        theirs, recursively), without autograd and with no network trained."""
+        for key in keys:
+            if key in state:
+                continue
+            if key not in self.graph.writers:
+                raise ConfigError(f"state key '{key}' is missing from the batch (it has {', '.join(state)})")
+            owner, injector = self.graph.writers[key]
+            self.provide(state, [k for k in injector.inputs])
+            ctx = StepContext(
+                state, lambda name: self.networks[name], (), owner.name, self.update, self.sample_rate, self.is_training,
+            )
+            with torch.no_grad(), self.autocast():
+                self.run_injector(injector, ctx)
+
+    def batch_state(self, batch: Any) -> State:
+        """A micro-batch's fields as the state every step starts from."""
+        if isinstance(batch, AudioBatch):
+            return State(batch.to(self.device).as_dict())
+        if isinstance(batch, Mapping):
+            return State(dict(self.to_device(dict(batch))))
+        raise ConfigError(
+            f"the extensible solver needs batches of named fields (AudioBatch or a dict), got "
+            f"{type(batch).__name__}; return a dict from the dataset's collate function"
+        )
+
+    # ----------------------------------------------------------------- valid, evaluate, generate
+    def valid(self) -> dict[str, float]:
+        """Every step's losses without gradient, then the evaluators due this epoch."""
+        with self.swap_ema_state():
+            evaluators = [e for e in self.graph.evaluators if self.should_run_every(e.every)]
+            batches = self.loader_batches(self.dataloaders["valid"], self.settings.valid_num_samples)
+            return self.measure(batches, losses=True, evaluators=evaluators)
+
+    def evaluate(self) -> dict[str, float]:
+        """The evaluators on the evaluate split (with the best state, as every evaluate stage)."""
+        if "evaluate" not in self.dataloaders or not self.graph.evaluators:
+            return {}
+        return self.measure(self.loader_batches(self.dataloaders["evaluate"]), losses=False, evaluators=self.graph.evaluators)
+
+    def measure(self, batches: Any, losses: bool, evaluators: list[Any]) -> dict[str, float]:
+        average = self.stage_metrics
+        for _, batch in batches:
+            state = self.batch_state(batch)
+            metrics: dict[str, Any] = {}
+            if losses:
+                for step in self.graph.steps:
+                    if any(loss.active(self.update) for loss in step.losses):
+                        ctx = self.context(step, state, trained=False)
+                        with self.autocast():
+                            metrics.update(self.step_loss(step, ctx)[1])
+            for evaluator in evaluators:
+                self.provide(state, evaluator.reads())
+                metrics.update(evaluator(state, self.sample_rate))
+            average.update(metrics, count=batch_size_of(batch))
+        return average.result()
+
+    def generate(self) -> dict[str, float]:
+        """Write the state keys of `generate.audio` as WAVs for the first `generate.num_samples`
+        items: samples/<epoch>/<n>_<label>_<key>.wav."""
+        from ..data.audio import write_wav
+        from ..data.names import safe_filename
+
+        keys = list(self.cfg.generate.get("audio") or [])
+        if not keys or "generate" not in self.dataloaders:
+            return {}
+        folder = self.folder / "samples" / str(self.epoch)
+        folder.mkdir(parents=True, exist_ok=True)
+        limit, written = int(self.cfg.generate.num_samples), 0
+        for _, batch in self.loader_batches(self.dataloaders["generate"], limit):
+            state = self.batch_state(batch)
+            self.provide(state, keys)
+            infos = state.get("infos")
+            for i in range(batch_size_of(batch)):
+                if written >= limit:
+                    break
+                stem = f"{written:02d}"
+                if infos is not None and infos[i].label:
+                    stem += f"_{safe_filename(infos[i].label)}"
+                length = int(state["lengths"][i]) if "lengths" in state else None
+                for key in keys:
+                    wav = state[key][i].float().clamp(-1, 1).cpu()
+                    write_wav(folder / f"{stem}_{key}.wav", wav[..., :length] if length else wav, self.sample_rate)
+                written += 1
+        return {}
+
+
+def _merged(base: Any, overrides: Mapping[str, Any], where: str) -> Any:
+    """`base` (a config section) with `overrides` on top; an unknown key is an error."""
+    merged = OmegaConf.to_container(base, resolve=True)
+    assert isinstance(merged, dict)
+    for key, value in overrides.items():
+        if value is None and key == "optimizer":
+            continue
+        if key not in merged:
+            raise ConfigError(f"{where}.{key} is unknown; it takes {', '.join(sorted(map(str, merged)))}")
+        merged[key] = value
+    return OmegaConf.create(merged)
+

@@ -1,0 +1,371 @@
+"""The extensible solver: a GAN as YAML steps, on the built-in dataset, in real runs.
+
+Each test builds a tiny generator/discriminator pair (tests/solver/extensible_configs.py) and
+checks one promise of docs/steps.md: steps touch only their networks, weights scale
+gradients, state is detached between steps, gating by update, checkpoints, and that the YAML
+path computes exactly what the same GAN written by hand computes.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile
+import torch
+from omegaconf import OmegaConf
+
+from baton.errors import ConfigError
+from baton.solver.extensible import ExtensibleSolver
+from baton.solver.standard import StandardSolver
+from baton.steps import Evaluator, Loss, register_evaluator, register_loss
+from tests.solver.extensible_configs import TINY_NETWORKS, TINY_STEPS, tiny_gan
+
+
+@pytest.fixture
+def env(synth_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
+    monkeypatch.setenv("BATON_XP_DIR", str(tmp_path / "xps"))
+    return tmp_path
+
+
+def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Recording(ExtensibleSolver):
+    """Records, around each step, the update it ran at and the networks' weights."""
+
+    def build_model(self) -> None:
+        super().build_model()
+        self.ran: list[tuple[str, int]] = []
+        self.snapshots: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self.states_after: list[list[Any]] = []
+
+    def train_step(self, step: Any, update: Any, states: list[Any]) -> dict[str, Any]:
+        before = {n: weights(self.networks[n]) for n in self.graph.networks}
+        metrics = super().train_step(step, update, states)
+        after = {n: weights(self.networks[n]) for n in self.graph.networks}
+        self.ran.append((step.name, self.update))
+        self.snapshots.append((step.name, before, after))
+        self.states_after.append([dict(s) for s in states])  # before the solver detaches them
+        return metrics
+
+
+def test_each_step_changes_only_the_networks_it_trains(env: Path) -> None:
+    cfg = tiny_gan("optim.updates_per_epoch=2")
+    with Recording(cfg) as solver:
+        solver.run()
+    assert [name for name, *_ in solver.snapshots] == ["generator", "discriminator"] * 2
+    for name, before, after in solver.snapshots:
+        trained = "generator" if name == "generator" else "mpd"
+        untouched = "mpd" if name == "generator" else "generator"
+        assert not same(before[trained], after[trained]), f"step {name} did not train {trained}"
+        assert same(before[untouched], after[untouched]), f"step {name} changed {untouched}"
+
+
+def test_state_is_detached_after_each_step(env: Path) -> None:
+    cfg = tiny_gan("optim.updates_per_epoch=1")
+    seen: list[dict[str, Any]] = []
+
+    class Spy(Recording):
+        def train_step(self, step: Any, update: Any, states: list[Any]) -> dict[str, Any]:
+            # What this step receives: the previous step's outputs, already detached.
+            seen.append({k: v for k, v in states[0].items() if isinstance(v, torch.Tensor)})
+            return super().train_step(step, update, states)
+
+    with Spy(cfg) as solver:
+        solver.run()
+    generator_out = solver.states_after[0][0]
+    assert generator_out["fake"].grad_fn is not None, "the test needs a graph to be detached"
+    received_by_discriminator = seen[1]
+    assert set(received_by_discriminator) >= {"wav", "mel", "fake"}
+    for key, value in received_by_discriminator.items():
+        assert value.grad_fn is None and not value.requires_grad, key
+
+
+def test_every_and_after_gate_steps_by_update(env: Path) -> None:
+    steps = copy.deepcopy(TINY_STEPS)
+    steps["generator"]["every"] = 2
+    steps["discriminator"]["after"] = 3
+    cfg = tiny_gan("optim.updates_per_epoch=6", steps=steps)
+    with Recording(cfg) as solver:
+        solver.run()
+    assert [u for n, u in solver.ran if n == "generator"] == [0, 2, 4]
+    assert [u for n, u in solver.ran if n == "discriminator"] == [3, 4, 5]
+    # Before the generator step first ran at update 3's discriminator step, `fake` came from
+    # the generator on demand; at update 3 (generator off) it was computed without a graph.
+
+
+def test_a_gated_loss_starts_at_its_update(env: Path) -> None:
+    steps = copy.deepcopy(TINY_STEPS)
+    steps["generator"]["losses"]["adv"]["after"] = 2
+    cfg = tiny_gan("optim.updates_per_epoch=3", "optim.epochs=1", steps=steps)
+
+    per_update: list[set[str]] = []
+
+    class Terms(ExtensibleSolver):
+        def train_step(self, step: Any, update: Any, states: list[Any]) -> dict[str, Any]:
+            metrics = super().train_step(step, update, states)
+            if step.name == "generator":
+                per_update.append(set(metrics))
+            return metrics
+
+    with Terms(cfg) as solver:
+        solver.run()
+    assert ["adv" in terms for terms in per_update] == [False, False, True]
+
+
+def one_network_config(env: Path, weight: float) -> Any:
+    """A 1x1 convolution trained by SGD (lr 1, no momentum) on weight * L1(wav, conv(wav))."""
+    networks = {"scale": {"type": "generator", "_target_": "torch.nn.Conv1d",
+                          "in_channels": 1, "out_channels": 1, "kernel_size": 1}}
+    steps = {"fit": {"training": "scale", "optimizer": "sgd", "optimizer_params": {"lr": 1.0, "momentum": 0.0},
+                     "injectors": {"run": {"type": "generator", "generator": "scale", "in": "wav", "out": "out"}},
+                     "losses": {"l1": {"type": "l1", "real": "wav", "fake": "out", "weight": weight}}}}
+    return tiny_gan("optim.updates_per_epoch=1", "dataset.shuffle=false", "best_metric.name=l1",
+                    "generate.audio=[out]",
+                    networks=networks, steps=steps, evaluators={})
+
+
+@pytest.mark.parametrize("weight", [0.5, 1.0])
+def test_a_loss_weight_scales_its_gradient(env: Path, weight: float) -> None:
+    captured: dict[str, Any] = {}
+
+    class Capture(ExtensibleSolver):
+        def train_step(self, step: Any, update: Any, states: list[Any]) -> dict[str, Any]:
+            captured["wav"] = states[0]["wav"].clone()
+            captured["before"] = copy.deepcopy(self.networks["scale"])
+            return super().train_step(step, update, states)
+
+    with Capture(one_network_config(env, weight)) as solver:
+        solver.run()
+    conv, wav = captured["before"], captured["wav"]
+    hand = torch.nn.functional.l1_loss(conv(wav), wav)  # the unweighted loss, by hand
+    hand.backward()
+    trained = solver.networks["scale"]
+    # SGD with lr 1: new = old - weight * grad of the unweighted loss.
+    torch.testing.assert_close(trained.weight, conv.weight - weight * conv.weight.grad)
+    torch.testing.assert_close(trained.bias, conv.bias - weight * conv.bias.grad)
+
+
+def test_checkpoint_holds_every_steps_optimizer_scheduler_and_scaler(env: Path) -> None:
+    steps = copy.deepcopy(TINY_STEPS)
+    steps["generator"]["lr_scheduler"] = {"lr_scheduler": "cosine", "warmup": 1}
+    steps["discriminator"]["clip_grad_norm"] = 1.0
+    cfg = tiny_gan("optim.updates_per_epoch=2", steps=steps)
+    with ExtensibleSolver(cfg) as solver:
+        history = solver.run()
+    assert "discriminator_grad_norm" in history[0]["train"]
+    saved = torch.load(Path(cfg.xp.folder) / "checkpoint.th", weights_only=True)["state"]["registered"]
+    assert set(saved["networks"]) == {"generator", "mpd"}
+    optimizers = saved["optimizers"]
+    assert set(optimizers) == {"generator", "discriminator"}
+    for state in optimizers.values():
+        assert set(state) == {"optimizer", "scheduler", "scaler", "skipped_updates"}
+        assert state["optimizer"]["state"], "the optimizer's moments are saved"
+    assert optimizers["generator"]["scheduler"]["last_epoch"] == 2
+    assert optimizers["discriminator"]["scheduler"] is None  # constant LR: no scheduler
+    # CPU float32 needs no GradScaler; `autocast_dtype=float16` on CUDA gives each step its own.
+    assert optimizers["generator"]["scaler"] is None
+
+
+def test_frozen_networks_stay_in_eval_mode_without_gradients(env: Path) -> None:
+    networks = copy.deepcopy(TINY_NETWORKS)
+    networks["judge"] = {**networks["mpd"], "type": "frozen"}
+    steps = copy.deepcopy(TINY_STEPS)
+    steps["generator"]["losses"]["judge"] = {"type": "feature_matching", "discriminator": "judge",
+                                             "real": "wav", "fake": "fake", "weight": 0.5}
+    cfg = tiny_gan("optim.updates_per_epoch=2", networks=networks, steps=steps)
+    with ExtensibleSolver(cfg) as solver:
+        before = weights(solver.networks["judge"])
+        solver.run()
+        judge = solver.networks["judge"]
+        assert not judge.training and not any(p.requires_grad for p in judge.parameters())
+        assert same(before, weights(judge))
+        assert "judge" not in solver.registered_modules()
+
+
+@register_loss("test_energy")
+class EnergyLoss(Loss):
+    """A user's own loss: the mean energy of a key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def reads(self) -> list[str]:
+        return [self.key]
+
+    def __call__(self, ctx: Any) -> torch.Tensor:
+        return ctx.state[self.key].pow(2).mean()
+
+
+@register_evaluator("test_peak")
+class PeakEvaluator(Evaluator):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def reads(self) -> list[str]:
+        return [self.key]
+
+    def __call__(self, state: Any, sample_rate: int) -> dict[str, torch.Tensor]:
+        return {self.name: state[self.key].abs().amax(dim=-1).mean()}
+
+
+def test_user_registered_components_run_beside_the_built_ins(env: Path) -> None:
+    steps = copy.deepcopy(TINY_STEPS)
+    steps["generator"]["losses"]["energy"] = {"type": "test_energy", "key": "fake", "weight": 0.1}
+    evaluators = {"peak": {"type": "test_peak", "key": "fake"},
+                  "mel_distance": {"type": "mel_distance", "real": "wav", "fake": "fake", "scales": [64]}}
+    cfg = tiny_gan("optim.updates_per_epoch=2", steps=steps, evaluators=evaluators)
+    with ExtensibleSolver(cfg) as solver:
+        history = solver.run()
+    assert "energy" in history[0]["train"]
+    assert {"peak", "mel_distance", "energy", "generator_loss"} <= set(history[0]["valid"])
+    assert 0 < history[0]["valid"]["peak"] <= 1  # the vocoder ends in tanh
+
+
+def test_generate_writes_the_configured_state_keys_as_wavs(env: Path) -> None:
+    cfg = tiny_gan("optim.updates_per_epoch=1")
+    with ExtensibleSolver(cfg) as solver:
+        solver.run()
+    files = sorted(p.name for p in (Path(cfg.xp.folder) / "samples" / "1").glob("*.wav"))
+    assert len(files) == 4 and files[0].endswith("_fake.wav") and files[1].endswith("_wav.wav")
+    fake, rate = soundfile.read(Path(cfg.xp.folder) / "samples" / "1" / files[0])
+    assert rate == 16000 and len(fake) == 1024 and abs(fake).max() > 0
+
+
+def test_a_config_error_is_raised_before_training(env: Path) -> None:
+    steps = copy.deepcopy(TINY_STEPS)
+    steps["discriminator"]["losses"]["disc"]["fake"] = "fakes"
+    with pytest.raises(ConfigError, match=r"steps.discriminator.losses.disc reads 'fakes'.*did you mean 'fake'"):
+        ExtensibleSolver(tiny_gan(steps=steps))
+    assert not list((env / "xps").rglob("checkpoint.th"))
+
+
+# ---------------------------------------------------------------- the same GAN, by hand
+class HandWrittenGAN(StandardSolver):
+    """TINY_NETWORKS/TINY_STEPS written as a StandardSolver: what the YAML must compute."""
+
+    best_metric_name = None  # it has no valid metrics to pick a best state by
+
+    def build_dataloaders(self) -> None:
+        from baton.data.builders import split_loaders
+
+        self.dataloaders.update(split_loaders(self.cfg.dataset, ["train", "valid"], seed=int(self.cfg.seed),
+                                              batch_size=int(self.cfg.dataset.batch_size)))
+
+    def build_model(self) -> None:
+        from baton.models.discriminators import MultiPeriodDiscriminator
+        from baton.models.vocoder import MelVocoder
+        from baton.optim import build_optimizer
+        from baton.steps.injectors import MelInjector
+
+        g, d = TINY_NETWORKS["generator"], TINY_NETWORKS["mpd"]
+        self.generator = MelVocoder(**{k: v for k, v in g.items() if k not in ("type", "which_model")})
+        self.mpd = MultiPeriodDiscriminator(**{k: v for k, v in d.items() if k not in ("type", "which_model")})
+        self.mel = MelInjector(n_fft=64, hop_length=16, n_mels=16)
+        self.g_step = self.make_stepper(build_optimizer([self.generator], self.cfg.optim), None, self.generator, name="generator")
+        self.d_step = self.make_stepper(build_optimizer([self.mpd], self.cfg.optim), None, self.mpd, name="discriminator")
+        self.register_stateful("generator", "mpd", "g_step", "d_step")
+
+    def train(self) -> dict[str, float]:
+        from baton.steps.injectors import log_mel
+
+        for update in self.train_updates():
+            (_, batch), = update.micro_batches(self.g_step)
+            wav = batch.wav
+            # Generator step: the discriminator needs no gradient of its own here.
+            self.mpd.requires_grad_(False)
+            fake = self.generator(log_mel(wav, self.mel, 16000))
+            # The losses in the order the YAML lists them (autograd sums the gradients that
+            # reach `fake` in the order its uses were recorded).
+            l1 = torch.nn.functional.l1_loss(fake, wav)
+            fake_logits, fake_maps = self.mpd(fake)
+            with torch.no_grad():
+                _, real_maps = self.mpd(wav)
+            adv = torch.stack([(1 - t).pow(2).mean() for t in fake_logits]).sum()
+            fm = torch.stack([(f - r).abs().mean() for rs, fs in zip(real_maps, fake_maps, strict=True) for r, f in zip(rs, fs, strict=True)]).sum()
+            self.g_step.step(l1 * 10.0 + adv * 1.0 + fm * 2.0)
+            self.mpd.requires_grad_(True)
+            # Discriminator step, on the generator's output without its graph.
+            fake = fake.detach()
+            self.generator.requires_grad_(False)
+            list(update.micro_batches(self.d_step))
+            logits, _ = self.mpd(torch.cat([wav, fake]))
+            n = wav.shape[0]
+            disc = torch.stack([(1 - t[:n]).pow(2).mean() + t[n:].pow(2).mean() for t in logits]).sum()
+            self.d_step.step(disc * 1.0)
+            self.generator.requires_grad_(True)
+        return {}
+
+    def valid(self) -> dict[str, float]:
+        return {}
+
+    def evaluate(self) -> dict[str, float]:
+        return {}
+
+    def generate(self) -> dict[str, float]:
+        return {}
+
+
+def test_the_yaml_gan_equals_the_same_gan_written_by_hand(env: Path) -> None:
+    """20 updates: identical weights, so the config path adds no hidden behaviour."""
+    overrides = ["optim.updates_per_epoch=20", "evaluate.every=0", "generate.every=0", "optim.epochs=2"]
+    cfg = tiny_gan("label=yaml", *overrides)
+    cfg.optim.epochs = 1  # one epoch of 20 updates, no evaluate/generate (they do not train)
+    with ExtensibleSolver(cfg) as solver:
+        solver.run()
+        yaml_weights = {n: weights(solver.networks[n]) for n in ("generator", "mpd")}
+    hand_cfg = tiny_gan("label=hand", *overrides)
+    hand_cfg.optim.epochs = 1
+    with HandWrittenGAN(hand_cfg) as hand:
+        initial = weights(hand.generator)
+        hand.run()
+        hand_weights = {"generator": weights(hand.generator), "mpd": weights(hand.mpd)}
+    assert not same(initial, hand_weights["generator"]), "20 updates must change the weights"
+    for name in yaml_weights:
+        for key, value in yaml_weights[name].items():
+            assert torch.equal(value, hand_weights[name][key]), f"{name}.{key} differs"
+
+
+def test_config_sections_are_plain_yaml(env: Path) -> None:
+    """What a user writes in solver/gan/*.yaml is what the graph reads (no hidden defaults)."""
+    cfg = tiny_gan()
+    assert OmegaConf.to_container(cfg.steps) == TINY_STEPS
+
+
+class Regression(ExtensibleSolver):
+    """Not audio: loaders of dicts, whose keys the config reads."""
+
+    batch_keys = ("x", "y")
+
+    def build_dataloaders(self) -> None:
+        from torch.utils.data import DataLoader
+
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 4, generator=generator)
+        items = [{"x": xi, "y": xi.sum(-1, keepdim=True)} for xi in x]
+        self.dataloaders["train"] = DataLoader(items, batch_size=16, shuffle=True, generator=generator)
+        self.dataloaders["valid"] = DataLoader(items, batch_size=16)
+
+
+def test_a_subclass_feeds_dict_batches_with_its_own_keys(env: Path) -> None:
+    networks = {"linear": {"type": "generator", "_target_": "torch.nn.Linear", "in_features": 4, "out_features": 1}}
+    steps = {"fit": {"training": "linear", "optimizer_params": {"lr": 0.05},
+                     "injectors": {"predict": {"type": "generator", "generator": "linear", "in": "x", "out": "pred"}},
+                     "losses": {"mse": {"type": "mse", "real": "y", "fake": "pred"}}}}
+    cfg = tiny_gan("optim.updates_per_epoch=40", "optim.epochs=2", "best_metric.name=mse", "generate.audio=[]",
+                   networks=networks, steps=steps, evaluators={})
+    with Regression(cfg) as solver:
+        history = solver.run()
+    assert history[-1]["valid"]["mse"] < 0.1 * history[0]["train"]["mse"]
+    with pytest.raises(ConfigError, match=r"reads 'wav', which nothing provides.*the batch gives x, y"):
+        steps["fit"]["losses"]["mse"]["real"] = "wav"
+        Regression(tiny_gan("label=bad", "generate.audio=[]", networks=networks, steps=steps, evaluators={}))
