@@ -48,6 +48,8 @@ from .standard import StandardSolver
 
 logger = logging.getLogger("baton.solver")
 SPLITS = ("train", "valid", "evaluate", "generate")
+# The `optim` keys a step may override in its `optimizer_params`.
+OPTIMIZER_PARAMS = ("lr", "betas", "eps", "momentum", "weight_decay", "decay_norms_and_biases")
 
 
 class Networks(nn.Module):
@@ -110,6 +112,13 @@ class ExtensibleSolver(StandardSolver):
             sections["networks"] or {}, sections["steps"] or {}, sections["evaluators"], self.batch_keys,  # type: ignore[arg-type]
         )
         check_provided(list(cfg.generate.get("audio") or []), "generate.audio", self.graph.writers, self.batch_keys)
+        best = self.settings.best_metric
+        for evaluator in self.graph.evaluators:
+            if evaluator.every > 1 and best.stage == "valid" and best.name == evaluator.name:
+                raise ConfigError(
+                    f"best_metric.name='{evaluator.name}' is evaluators.{evaluator.name}, which runs every "
+                    f"{evaluator.every} epochs: the best state needs it every epoch; set its every to 1"
+                )
         self.sample_rate = int(cfg.dataset.sample_rate)
         modules = {}
         for name, spec in self.graph.networks.items():
@@ -137,12 +146,19 @@ class ExtensibleSolver(StandardSolver):
         if "beta1" in params or "beta2" in params:  # DLAS spells Adam's betas this way
             betas = list(self.cfg.optim.betas)
             params["betas"] = [params.pop("beta1", betas[0]), params.pop("beta2", betas[1])]
+        for key in params:
+            if key not in OPTIMIZER_PARAMS:
+                raise ConfigError(
+                    f"steps.{step.name}.optimizer_params.{key} is not an optimizer setting; it takes "
+                    f"{', '.join(OPTIMIZER_PARAMS)}, beta1, beta2"
+                )
         optim_cfg = _merged(self.cfg.optim, {"optimizer": step.optimizer, **params}, f"steps.{step.name}.optimizer_params")
         schedule_cfg = _merged(self.cfg.schedule, step.lr_scheduler, f"steps.{step.name}.lr_scheduler")
         modules = [self.networks[name] for name in step.trains]
         optimizer = build_optimizer(modules, optim_cfg)
         scheduler = build_lr_scheduler(optimizer, schedule_cfg, self.total_updates)
-        return self.make_stepper(optimizer, scheduler, *modules, max_norm=step.clip_grad_norm, name=step.name)
+        max_norm = self.settings.max_norm if step.clip_grad_norm is None else step.clip_grad_norm
+        return self.make_stepper(optimizer, scheduler, *modules, max_norm=max_norm, name=step.name)
 
     def _register_network_ema(self, names: list[str]) -> None:
         """EMA (optim.ema.use) of the generator networks' weights, used by valid and kept as
@@ -211,16 +227,16 @@ class ExtensibleSolver(StandardSolver):
     def only_trained(self, step: Step) -> Iterator[None]:
         """While `step` runs, the networks it does not train need no gradient."""
         others = [
-            self.networks[n] for n, s in self.graph.networks.items()
-            if s.kind != "frozen" and n not in step.trains
+            p for n, s in self.graph.networks.items() if s.kind != "frozen" and n not in step.trains
+            for p in self.networks[n].parameters() if p.requires_grad
         ]
-        for module in others:
-            module.requires_grad_(False)
+        for param in others:  # only those that train: a part frozen by its author stays frozen
+            param.requires_grad_(False)
         try:
             yield
         finally:
-            for module in others:
-                module.requires_grad_(True)
+            for param in others:
+                param.requires_grad_(True)
 
     def context(self, step: Step, state: State, trained: bool) -> StepContext:
         """A step's view of one micro-batch; keys it reads that no active step wrote are
@@ -243,13 +259,16 @@ class ExtensibleSolver(StandardSolver):
         total: torch.Tensor | None = None
         values: dict[str, torch.Tensor] = {}
         distributed = any(self._callable[n] is not self.networks[n] for n in ctx.trained)
+        own = set(step.outputs())
         for loss in step.losses:
             on = loss.active(ctx.update)
-            if not on and not distributed:
+            # Under DDP, a gated-off loss that reads what this step's networks computed still
+            # joins the graph, times 0: DDP expects a gradient for every parameter of a module
+            # it ran forward. A loss that runs its own network (a discriminator) is skipped:
+            # that network then does not run at all, which DDP allows.
+            if not on and not (distributed and own.intersection(loss.reads())):
                 continue
             value = loss(ctx)
-            # Under DDP a gated-off loss still joins the graph, times 0, so every parameter of
-            # the wrapped networks gets its (zero) gradient and the all-reduce does not wait.
             weighted = value * (loss.weight if on else 0.0)
             total = weighted if total is None else total + weighted
             if on:
@@ -258,13 +277,13 @@ class ExtensibleSolver(StandardSolver):
         values[f"{step.name}_loss"] = total
         return total, values
 
-    def run_injector(self, injector: Any, ctx: StepContext) -> None:
+    def run_injector(self, injector: Any, ctx: StepContext, provisional: bool = False) -> None:
         where = f"steps.{ctx.step}.injectors.{injector.name}"
         inputs = [ctx.state.read(key, where) for key in injector.inputs]
         result = injector(ctx, *inputs)
         values = [result] if len(injector.outputs) == 1 else list(result)
         for key, value in zip(injector.outputs, values, strict=True):
-            ctx.state.write(key, value, where)
+            ctx.state.write(key, value, where, provisional)
 
     def provide(self, state: State, keys: list[str]) -> None:
         """Compute state keys that are missing, through the injectors that write them (and
@@ -273,14 +292,17 @@ class ExtensibleSolver(StandardSolver):
             if key in state:
                 continue
             if key not in self.graph.writers:
-                raise ConfigError(f"state key '{key}' is missing from the batch (it has {', '.join(state)})")
+                raise ConfigError(
+                    f"state key '{key}' is read by the config but this batch has only {', '.join(state)} "
+                    "(labels need a manifest with labels); read another key or provide it with an injector"
+                )
             owner, injector = self.graph.writers[key]
-            self.provide(state, [k for k in injector.inputs])
+            self.provide(state, list(injector.inputs))
             ctx = StepContext(
                 state, lambda name: self.networks[name], (), owner.name, self.update, self.sample_rate, self.is_training,
             )
             with torch.no_grad(), self.autocast():
-                self.run_injector(injector, ctx)
+                self.run_injector(injector, ctx, provisional=True)
 
     def batch_state(self, batch: Any) -> State:
         """A micro-batch's fields as the state every step starts from."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import ConfigError
 
@@ -35,15 +36,22 @@ class State(dict[str, Any]):
     def __init__(self, fields: dict[str, Any]) -> None:
         super().__init__(fields)
         self.writers = {key: "the batch" for key in fields}
+        # Keys computed ahead of their step (on demand, without autograd, for a step that ran
+        # first): their own injector replaces them when its step runs.
+        self.provisional: set[str] = set()
 
-    def write(self, key: str, value: Any, writer: str) -> None:
-        if key in self:
+    def write(self, key: str, value: Any, writer: str, provisional: bool = False) -> None:
+        if key in self and key not in self.provisional:
             raise ConfigError(
                 f"{writer} writes state key '{key}', already written by {self.writers[key]}; "
                 "give one of them another output name"
             )
         self[key] = value
         self.writers[key] = writer
+        if provisional:
+            self.provisional.add(key)
+        else:
+            self.provisional.discard(key)
 
     def read(self, key: str, reader: str) -> Any:
         if key not in self:
@@ -82,6 +90,7 @@ class StepContext:
         self.sample_rate = sample_rate
         self.training = training
         self._memo: dict[tuple[str, ...], Any] = {}
+        self._forwards: dict[str, int] = {}
 
     def network(self, name: str) -> nn.Module:
         return self._network(name)
@@ -89,10 +98,21 @@ class StepContext:
     def run_network(self, name: str, *inputs: torch.Tensor) -> Any:
         """Call a network; without autograd when it is not trained here and no input needs a
         gradient (a frozen network, a discriminator scoring real audio in the generator's step)."""
-        if name in self.trained or any(x.requires_grad for x in inputs) and torch.is_grad_enabled():
-            return self.network(name)(*inputs)
+        module = self.network(name)
+        if name in self.trained:
+            if isinstance(module, DistributedDataParallel):
+                self._forwards[name] = self._forwards.get(name, 0) + 1
+                if self._forwards[name] > 1:
+                    raise ConfigError(
+                        f"step '{self.step}' runs network '{name}', which it trains, twice in one "
+                        "micro-batch; under DDP a trained network runs once per backward: feed it "
+                        "one batch (as discriminator_gan does with real and fake), or train it in another step"
+                    )
+            return module(*inputs)
+        if any(x.requires_grad for x in inputs) and torch.is_grad_enabled():
+            return module(*inputs)
         with torch.no_grad():
-            return self.network(name)(*inputs)
+            return module(*inputs)
 
     def discriminate(self, name: str, key: str) -> DiscriminatorOutput:
         """Network `name` on state key `key`, computed once per step and micro-batch."""

@@ -159,6 +159,8 @@ def _loss(step: str, name: str, spec: dict[str, Any]) -> Loss:
     if kind is None:
         raise ConfigError(f"{where}: needs a 'type'; known: {', '.join(registry.losses.names())}")
     weight = spec.pop("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ConfigError(f"{where}.weight={weight!r}: expected a number")
     after, before = (_optional_int(spec.pop(k, None), f"{where}.{k}") for k in ("after", "before"))
     loss: Loss = registry.losses.build(kind, spec, where)
     loss.name, loss.weight, loss.after, loss.before = name, float(weight), after, before
@@ -196,8 +198,16 @@ def _writers(steps: list[Step], batch_keys: tuple[str, ...]) -> dict[str, tuple[
 
 def _check_reads(steps: list[Step], evaluators: list[Evaluator], writers: Mapping[str, Any], batch_keys: tuple[str, ...]) -> None:
     for step in steps:
-        for injector in step.injectors:
-            check_provided(injector.inputs, f"steps.{step.name}.injectors.{injector.name}", writers, batch_keys)
+        for position, injector in enumerate(step.injectors):
+            where = f"steps.{step.name}.injectors.{injector.name}"
+            check_provided(injector.inputs, where, writers, batch_keys)
+            later = {key: i.name for i in step.injectors[position:] for key in i.outputs}
+            for key in injector.inputs:
+                if key in later:
+                    raise ConfigError(
+                        f"{where} reads '{key}', which steps.{step.name}.injectors.{later[key]} writes "
+                        "after it; injectors run in the order written: move it before"
+                    )
         for loss in step.losses:
             check_provided(loss.reads(), f"steps.{step.name}.losses.{loss.name}", writers, batch_keys)
     for evaluator in evaluators:

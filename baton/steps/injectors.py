@@ -54,7 +54,8 @@ class NetworkInjector(Injector):
             result = ctx.run_network(self.generator, *inputs)
         if self.fields is not None:
             pick = result.__getitem__ if isinstance(result, dict) else lambda f: getattr(result, f)
-            return [pick(field) for field in self.fields]
+            picked = [pick(field) for field in self.fields]
+            return picked[0] if len(picked) == 1 else picked
         if len(self.outputs) > 1:
             if not isinstance(result, (tuple, list)) or len(result) < len(self.outputs):
                 raise ConfigError(
@@ -71,7 +72,7 @@ class ConstantInjector(Injector):
 
     def __init__(self, value: str = "zeros") -> None:
         if value not in ("zeros", "ones", "randn"):
-            raise ConfigError(f"constant injector: value '{value}' is unknown; choose zeros, ones or randn")
+            raise ConfigError(f"value '{value}' is unknown; choose zeros, ones or randn")
         self.value = value
 
     def __call__(self, ctx: StepContext, like: torch.Tensor) -> torch.Tensor:
@@ -158,15 +159,16 @@ class AugmentInjector(Injector):
 @register_injector("mel")
 class MelInjector(Injector):
     """Log-mel spectrogram of a [batch, 1, time] (or [batch, time]) waveform: [batch, n_mels,
-    time / hop_length]. The waveform is reflect-padded by (n_fft - hop_length) / 2 on each side,
-    so a vocoder that upsamples by hop_length gives back exactly `time` samples."""
+    time // hop_length]. The waveform is reflect-padded by (n_fft - hop_length) / 2 on each side,
+    so when `time` is a multiple of hop_length, a vocoder that upsamples by hop_length gives back
+    exactly `time` samples (crop with `slice` otherwise)."""
 
     def __init__(
         self, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 80, sample_rate: int | None = None,
         f_min: float = 0.0, f_max: float | None = None, floor: float = 1e-5,
     ) -> None:
         if (n_fft - hop_length) % 2:
-            raise ConfigError(f"mel injector: n_fft - hop_length must be even, got {n_fft} - {hop_length}")
+            raise ConfigError(f"n_fft - hop_length must be even, got {n_fft} - {hop_length}")
         self.n_fft, self.hop_length, self.n_mels = int(n_fft), int(hop_length), int(n_mels)
         self.sample_rate, self.f_min, self.f_max, self.floor = sample_rate, f_min, f_max, floor
         self._cache: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}

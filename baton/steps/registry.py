@@ -44,6 +44,7 @@ class Registry:
         """Decorator: make the class (or function returning a component) available as `name`."""
 
         def decorator(obj: Any) -> Any:
+            _load_builtins()  # a user's name that a built-in takes fails here, not later
             previous = self._entries.get(name)
             # The same object defined again (a notebook cell run twice, a reload) replaces the
             # old definition; another object under a taken name is a mistake.
@@ -83,10 +84,17 @@ class Registry:
         )
 
     def build(self, name: str, options: Mapping[str, Any], where: str) -> Any:
-        """Instantiate `name` with `options` as keyword arguments, refusing unknown options."""
+        """Instantiate `name` with `options` as keyword arguments, refusing unknown options.
+
+        A component's own refusal (a bad value) is prefixed with where it is configured."""
         factory = self.get(name, where)
         check_options(factory, options, f"{where} ({self.family} type '{name}')")
-        return factory(**options)
+        try:
+            return factory(**options)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where} ({self.family} type '{name}'): {exc}") from None
 
 
 def check_options(factory: Callable[..., Any], options: Mapping[str, Any], where: str) -> None:
@@ -118,12 +126,20 @@ def _qualified(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
+_builtins_loading = False
+
+
 def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
+    global _builtins_loaded, _builtins_loading
+    if _builtins_loaded or _builtins_loading:  # loading: the built-ins' own decorators call this
+        return
+    _builtins_loading = True
+    try:
         for module in _BUILTIN_MODULES:
             importlib.import_module(module)
+        _builtins_loaded = True
+    finally:
+        _builtins_loading = False
 
 
 networks = Registry("network")

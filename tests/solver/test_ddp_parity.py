@@ -83,15 +83,17 @@ GAN = ["solver=gan/debug", "optim.epochs=1", "optim.updates_per_epoch=4", "datas
        "dataset.segment_duration=0.064", "dataset.valid.num_samples=4", "generate.num_samples=1",
        "networks.generator.channels=16", "networks.generator.resblock_kernels=[3]",
        "networks.mpd.periods=[2,3]", "networks.mpd.channels=[4,8]", "networks.msd.channels=[4,8]",
-       "+steps.generator.losses.adv_msd.after=2", "logging.tensorboard=false", "num_threads=1"]
+       "+steps.generator.losses.adv_msd.after=2", "+steps.discriminator.losses.disc_msd.after=2",
+       "logging.tensorboard=false", "num_threads=1"]
 
 
 @pytest.mark.timeout(600)
 def test_two_ranks_train_one_yaml_gan_equal_to_one_process(tmp_path: Path, synth_cache: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Config-driven steps under DDP: each step's networks are wrapped and synchronised, the
-    others are called plainly with no gradient, and a loss gated off until update 2 keeps the
-    graph whole (times 0)."""
+    others are called plainly with no gradient. Until update 2, the generator's msd loss joins
+    its graph times 0 (it reads the generator's output), and the discriminator's msd loss is
+    skipped, so msd does not run in that step: both as DDP needs, and as one process trains."""
     monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
     first, second = run_baton(tmp_path, "two", GAN, world=2)
     (alone,) = run_baton(tmp_path, "one", GAN, world=1)

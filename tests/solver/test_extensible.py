@@ -47,10 +47,16 @@ class Recording(ExtensibleSolver):
         self.ran: list[tuple[str, int]] = []
         self.snapshots: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         self.states_after: list[list[Any]] = []
+        self.provided: list[list[str]] = []  # keys computed on demand before each step
+        self.leaked: list[bool] = []  # the discriminator holds a gradient after the generator step
 
     def train_step(self, step: Any, update: Any, states: list[Any]) -> dict[str, Any]:
         before = {n: weights(self.networks[n]) for n in self.graph.networks}
+        provided_before = set(states[0].provisional)
         metrics = super().train_step(step, update, states)
+        self.provided.append([k for k in states[0].writers if k in states[0].provisional - provided_before])
+        if step.name == "generator" and "mpd" in self.graph.networks:
+            self.leaked.append(any(p.grad is not None for p in self.networks["mpd"].parameters()))
         after = {n: weights(self.networks[n]) for n in self.graph.networks}
         self.ran.append((step.name, self.update))
         self.snapshots.append((step.name, before, after))
@@ -68,6 +74,20 @@ def test_each_step_changes_only_the_networks_it_trains(env: Path) -> None:
         untouched = "mpd" if name == "generator" else "generator"
         assert not same(before[trained], after[trained]), f"step {name} did not train {trained}"
         assert same(before[untouched], after[untouched]), f"step {name} changed {untouched}"
+    # The generator's adversarial loss went through the discriminator without leaving it a gradient.
+    assert solver.leaked == [False, False]
+
+
+def test_the_discriminator_step_may_come_first(env: Path) -> None:
+    """Its `fake` is then computed on demand, without autograd; the generator step computes
+    its own when it runs."""
+    steps = {"discriminator": TINY_STEPS["discriminator"], "generator": TINY_STEPS["generator"]}
+    cfg = tiny_gan("optim.updates_per_epoch=2", steps=steps)
+    with Recording(cfg) as solver:
+        history = solver.run()
+    assert [name for name, _ in solver.ran] == ["discriminator", "generator"] * 2
+    assert solver.provided[:2] == [["mel", "fake"], []]
+    assert {"disc", "l1"} <= set(history[0]["valid"])
 
 
 def test_state_is_detached_after_each_step(env: Path) -> None:
@@ -99,8 +119,11 @@ def test_every_and_after_gate_steps_by_update(env: Path) -> None:
         solver.run()
     assert [u for n, u in solver.ran if n == "generator"] == [0, 2, 4]
     assert [u for n, u in solver.ran if n == "discriminator"] == [3, 4, 5]
-    # Before the generator step first ran at update 3's discriminator step, `fake` came from
-    # the generator on demand; at update 3 (generator off) it was computed without a graph.
+    # At updates 3 and 5 the generator step is off: the discriminator's `fake` (and the `mel`
+    # it needs) come from the generator's injectors on demand, without autograd.
+    by_update = {(n, u): keys for (n, u), keys in zip(solver.ran, solver.provided, strict=True)}
+    assert by_update[("discriminator", 3)] == ["mel", "fake"] == by_update[("discriminator", 5)]
+    assert by_update[("discriminator", 4)] == []
 
 
 def test_a_gated_loss_starts_at_its_update(env: Path) -> None:
@@ -369,3 +392,33 @@ def test_a_subclass_feeds_dict_batches_with_its_own_keys(env: Path) -> None:
     with pytest.raises(ConfigError, match=r"reads 'wav', which nothing provides.*the batch gives x, y"):
         steps["fit"]["losses"]["mse"]["real"] = "wav"
         Regression(tiny_gan("label=bad", "generate.audio=[]", networks=networks, steps=steps, evaluators={}))
+
+
+def test_a_part_its_author_froze_stays_frozen(env: Path) -> None:
+    class HalfFrozen(ExtensibleSolver):
+        def build_model(self) -> None:
+            super().build_model()
+            self.networks["generator"].pre.requires_grad_(False)
+
+    with HalfFrozen(tiny_gan("optim.updates_per_epoch=2")) as solver:
+        before = weights(solver.networks["generator"].pre)
+        solver.run()
+        pre = solver.networks["generator"].pre
+        assert not any(p.requires_grad for p in pre.parameters())
+        assert all(p.grad is None for p in pre.parameters()) and same(before, weights(pre))
+
+
+def test_step_settings_fall_back_to_optim_and_refuse_other_keys(env: Path) -> None:
+    with ExtensibleSolver(tiny_gan("optim.updates_per_epoch=1", "optim.max_norm=1.0")) as solver:
+        history = solver.run()
+    assert {"generator_grad_norm", "discriminator_grad_norm"} <= set(history[0]["train"])
+    steps = copy.deepcopy(TINY_STEPS)
+    steps["generator"]["optimizer_params"] = {"epochs": 3}
+    with pytest.raises(ConfigError, match=r"steps.generator.optimizer_params.epochs is not an optimizer setting"):
+        ExtensibleSolver(tiny_gan("label=bad", steps=steps))
+
+
+def test_an_evaluator_that_skips_epochs_cannot_pick_the_best_state(env: Path) -> None:
+    evaluators = {"mel_distance": {"type": "mel_distance", "real": "wav", "fake": "fake", "every": 2}}
+    with pytest.raises(ConfigError, match=r"best_metric.name='mel_distance' is evaluators.mel_distance, which runs every 2"):
+        ExtensibleSolver(tiny_gan(evaluators=evaluators))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from baton.errors import ConfigError
+from baton.steps import registry
 from baton.steps.graph import build_graph
 from tests.solver.extensible_configs import TINY_NETWORKS, TINY_STEPS
 
@@ -72,7 +73,13 @@ def test_the_tiny_gan_builds_in_order() -> None:
         (edited(discriminator__losses={}), r"steps.discriminator.losses: a step needs at least one loss"),
         (edited(discriminator__losses__l1={"type": "l1", "real": "wav", "fake": "fake"}),
          r"steps.discriminator.losses.l1 and steps.generator.losses.l1 both report metric 'l1'"),
-        (edited(generator__injectors__mel__n_fft=63), r"n_fft - hop_length must be even"),
+        (edited(generator__injectors__mel__n_fft=63),
+         r"steps.generator.injectors.mel: n_fft - hop_length must be even"),
+        (edited(generator__losses__adv__gan_type="wgan"),
+         r"steps.generator.losses.adv: gan_type 'wgan' is unknown; choose one of lsgan, hinge"),
+        (edited(generator__losses__l1__weight="ten"), r"steps.generator.losses.l1.weight='ten': expected a number"),
+        (edited(generator__injectors__mel__in="fake"),
+         r"steps.generator.injectors.mel reads 'fake', which steps.generator.injectors.vocoder writes after it"),
     ],
 )
 def test_a_mistake_is_one_line_naming_the_step_and_key(steps: dict[str, Any], message: str) -> None:
@@ -125,3 +132,14 @@ def test_evaluator_mistakes() -> None:
         build(evaluators={"l1": {"type": "sisnr", "real": "wav", "fake": "fake"}})
     with pytest.raises(ConfigError, match=r"unknown evaluator type 'fad'"):
         build(evaluators={"x": {"type": "fad"}})
+
+
+def test_a_user_component_cannot_take_a_built_in_name() -> None:
+    from baton.steps import Loss, register_loss
+
+    with pytest.raises(ValueError, match="loss type 'mel' is taken by baton.steps.losses.MelLoss"):
+        @register_loss("mel")
+        class MyMel(Loss):
+            pass
+
+    assert "generator_gan" in registry.losses.names()  # the built-ins are all there

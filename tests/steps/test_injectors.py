@@ -45,6 +45,8 @@ def test_generator_picks_fields_of_a_dict_output() -> None:
     ctx = context({"x": x}, {"codec": Named()})
     y, commit = injector("generator", ["x"], ["y", "commit"], generator="codec", fields=["y", "commit_loss"])(ctx, x)
     assert torch.equal(y, x + 1) and commit.item() == 0
+    only = injector("generator", ["x"], ["y"], generator="codec", fields=["y"])(ctx, x)
+    assert isinstance(only, torch.Tensor) and torch.equal(only, x + 1)
 
 
 def test_constant_noise_and_detach() -> None:
