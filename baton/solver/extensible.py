@@ -104,13 +104,29 @@ class ExtensibleSolver(StandardSolver):
         batch_size = per_rank_batch_size(int(data.batch_size))
         self.dataloaders.update(split_loaders(data, splits, seed=int(self.cfg.seed), batch_size=batch_size))
 
-    def build_model(self) -> None:
-        cfg = self.cfg
+    @classmethod
+    def graph_from_config(cls, cfg: Any) -> Graph:
+        """The config's networks, steps and evaluators, parsed and checked."""
         sections = {key: OmegaConf.to_container(cfg.get(key), resolve=True) if cfg.get(key) is not None else None
                     for key in ("networks", "steps", "evaluators")}
-        self.graph = build_graph(
-            sections["networks"] or {}, sections["steps"] or {}, sections["evaluators"], self.batch_keys,  # type: ignore[arg-type]
+        return build_graph(
+            sections["networks"] or {}, sections["steps"] or {}, sections["evaluators"], cls.batch_keys,  # type: ignore[arg-type]
         )
+
+    @classmethod
+    def build_model_from_config(cls, cfg: Any) -> Networks:
+        """Every network of the config, by name (`baton.load_model(SIG)["generator"]`)."""
+        modules = {}
+        for name, spec in cls.graph_from_config(cfg).networks.items():
+            module = spec.factory(**spec.kwargs)
+            if spec.kind == "frozen":
+                module.eval().requires_grad_(False)
+            modules[name] = module
+        return Networks(modules)
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        self.graph = self.graph_from_config(cfg)
         check_provided(list(cfg.generate.get("audio") or []), "generate.audio", self.graph.writers, self.batch_keys)
         best = self.settings.best_metric
         for evaluator in self.graph.evaluators:
@@ -120,13 +136,8 @@ class ExtensibleSolver(StandardSolver):
                     f"{evaluator.every} epochs: the best state needs it every epoch; set its every to 1"
                 )
         self.sample_rate = int(cfg.dataset.sample_rate)
-        modules = {}
-        for name, spec in self.graph.networks.items():
-            module = spec.factory(**spec.kwargs).to(self.device)
-            if spec.kind == "frozen":
-                module.eval().requires_grad_(False)
-            modules[name] = module
-        self.networks = Networks(modules)
+        self.networks = self.build_model_from_config(cfg).to(self.device)
+        modules = dict(self.networks.named.items())
         # What each network is called through in training: its DDP wrapper once `prepare` wraps it.
         self._callable: dict[str, nn.Module] = dict(modules)
         self.optimizers = Optimizers((step.name, self._stepper(step)) for step in self.graph.steps)

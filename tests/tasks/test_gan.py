@@ -25,6 +25,33 @@ def test_gpu_size_config_builds_hifigan_sized_networks(env: Path) -> None:
         assert solver.graph.step("discriminator").trains == ["mpd", "msd"]
 
 
+TINY = ["optim.epochs=1", "optim.updates_per_epoch=3", "dataset.batch_size=4", "dataset.segment_duration=0.064",
+        "dataset.valid.num_samples=4", "generate.num_samples=1", "networks.generator.channels=16",
+        "networks.generator.resblock_kernels=[3]", "networks.mpd.periods=[2,3]", "networks.mpd.channels=[4,8]",
+        "networks.msd.channels=[4,8]", "logging.tensorboard=false", "num_threads=2"]
+
+
+def test_a_cli_run_exports_and_loads_every_network(env: Path) -> None:
+    import baton
+    import torch
+
+    proc = subprocess.run([sys.executable, "-m", "baton", "run", "solver=gan/debug", *TINY],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (folder,) = (env / "xps" / "xps").iterdir()
+    networks = baton.load_model(folder.name)
+    assert set(networks.named) == {"generator", "mpd", "msd"} and not networks["generator"].training
+    assert networks["generator"](torch.zeros(1, 40, 5)).shape == (1, 1, 5 * 64)
+    exported = env / "nets.pt"
+    proc = subprocess.run([sys.executable, "-m", "baton", "export", folder.name, "-o", str(exported)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    weights = torch.load(exported, weights_only=True)
+    assert set(weights) == {"generator", "mpd", "msd"}
+    for key, value in networks["generator"].state_dict().items():
+        assert torch.equal(weights["generator"][key], value), key
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_debug_config_trains_and_its_valid_mel_distance_falls(env: Path) -> None:
