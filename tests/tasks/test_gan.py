@@ -32,8 +32,9 @@ TINY = ["optim.epochs=1", "optim.updates_per_epoch=3", "dataset.batch_size=4", "
 
 
 def test_a_cli_run_exports_and_loads_every_network(env: Path) -> None:
-    import baton
     import torch
+
+    import baton
 
     proc = subprocess.run([sys.executable, "-m", "baton", "run", "solver=gan/debug", *TINY],
                           capture_output=True, text=True, timeout=300)
