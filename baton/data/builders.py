@@ -59,7 +59,8 @@ def split_loaders(
     cfg: Mapping[str, Any], splits: Sequence[str], *, seed: int, batch_size: int
 ) -> dict[str, Any]:
     """One loader per split of the `dataset` config section; only `train` is shuffled (when
-    `dataset.shuffle`) and drops its short last batch (when `dataset.drop_last`).
+    `dataset.shuffle`), drops its short last batch (when `dataset.drop_last`) and pads its
+    shards to equal length across ranks; the other splits give each item to one rank.
 
     Args:
         batch_size: per rank (the caller divides the global one by the world size).
@@ -76,5 +77,6 @@ def split_loaders(
             seed=seed,
             num_workers=int(cfg["num_workers"]),
             drop_last=train and bool(cfg["drop_last"]),
+            pad=train,
         )
     return loaders

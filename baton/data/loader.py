@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import ConfigError
 from .collate import collate_audio
 from .rng import derive_seed, seed_worker
 from .sampler import ResumableSampler
@@ -38,6 +39,7 @@ def build_loader(
     world_size: int | None = None,
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
+    pad: bool = True,
 ) -> DataLoader:
     """A DataLoader whose order is a function of (seed, epoch).
 
@@ -48,6 +50,9 @@ def build_loader(
             instead of wrapping around to give every rank the same count.
         batch_sampler: e.g. a `BucketBatchSampler`; replaces the ResumableSampler.
         rank, world_size: default to the current process group's.
+        pad: give every rank as many items as the largest shard, wrapping around (training:
+            every rank runs the same number of steps). False for evaluation: each item on
+            exactly one rank, so means over ranks count it once.
 
     Raises:
         ConfigError: with `drop_last`, fewer items per rank than one batch (the loader would
@@ -70,7 +75,11 @@ def build_loader(
         return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     if batch_size is None:
         raise ValueError("build_loader needs batch_size or batch_sampler")
-    sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)  # type: ignore[arg-type]
+    try:
+        sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, rank=rank,  # type: ignore[arg-type]
+                                   world_size=world_size, drop_last=drop_last, pad=pad)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if drop_last and sampler.per_rank < batch_size:
         # Caught here, before a model is built, rather than at the first training step.
         raise no_batch_error(items=sampler.num_items, per_rank=sampler.per_rank,

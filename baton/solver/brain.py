@@ -342,8 +342,8 @@ class Brain(BaseSolver):
         seed = self.settings.seed
         # Training data is shared out between ranks; valid and test sets are not, as in
         # SpeechBrain: every rank sees all of them, so metrics a recipe gathers itself agree.
-        shard = {} if Stage.of(stage) is Stage.TRAIN else {"rank": 0, "world_size": 1}
-        sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, **shard)
+        rank, world = (None, None) if Stage.of(stage) is Stage.TRAIN else (0, 1)
+        sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world)
         kwargs.setdefault("worker_init_fn", seed_worker)
         kwargs.setdefault("generator", torch.Generator().manual_seed(derive_seed(seed, _LOADER_SALT)))
         return DataLoader(dataset, sampler=sampler, drop_last=drop_last, **kwargs)

@@ -72,7 +72,8 @@ class ExampleSolver(StandardSolver):
             self.dataloaders[split] = DataLoader(
                 dataset,
                 batch_size=batch_size,
-                sampler=ResumableSampler(dataset, shuffle=train and data.shuffle, seed=self.cfg.seed),
+                # Evaluation shards are not padded: every item counts once in the means.
+                sampler=ResumableSampler(dataset, shuffle=train and data.shuffle, seed=self.cfg.seed, pad=train),
                 drop_last=train and data.drop_last,
                 num_workers=data.num_workers,
                 worker_init_fn=seed_worker,

@@ -239,8 +239,8 @@ class __CLASS__(StandardSolver):
                 dataset,
                 batch_size=batch_size,
                 # Resume-exact data order: the sampler's position is checkpointed.
-                sampler=ResumableSampler(
-                    dataset, shuffle=train and data.shuffle, seed=self.cfg.seed
+                sampler=ResumableSampler(  # evaluation shards unpadded: each item counts once
+                    dataset, shuffle=train and data.shuffle, seed=self.cfg.seed, pad=train
                 ),
                 drop_last=train and data.drop_last,
                 num_workers=data.num_workers,

@@ -1,4 +1,5 @@
-"""ResumableSampler: order is a function of (seed, epoch); it starts mid-epoch; ranks stay even."""
+"""ResumableSampler: order is a function of (seed, epoch); it starts mid-epoch; training shards
+stay even, evaluation shards hold every item once."""
 
 from __future__ import annotations
 
@@ -43,3 +44,22 @@ def test_sequential_and_bad_arguments() -> None:
         ResumableSampler(5).set_epoch(0, start=9)
     with pytest.raises(ValueError, match="rank 2 is outside world size 2"):
         ResumableSampler(5, rank=2, world_size=2)
+
+
+def test_evaluation_shards_hold_every_item_exactly_once() -> None:
+    for items, world in [(33, 2), (10, 4), (8, 8)]:
+        shards = [list(ResumableSampler(items, shuffle=False, rank=r, world_size=world, pad=False))
+                  for r in range(world)]
+        assert sorted(i for shard in shards for i in shard) == list(range(items))
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+        assert [len(ResumableSampler(items, rank=r, world_size=world, pad=False)) for r in range(world)] == list(map(len, shards))
+    padded = [list(ResumableSampler(33, shuffle=False, rank=r, world_size=2)) for r in range(2)]
+    assert len(padded[1]) == 17 and padded[1][-1] == 0, "training shards wrap around to equal length"
+
+
+def test_fewer_evaluation_items_than_ranks_is_refused() -> None:
+    from baton.data.loader import build_loader
+    from baton.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="1 evaluation item\\(s\\) for 2 ranks: every rank needs at least one"):
+        build_loader(list(range(1)), batch_size=1, shuffle=False, rank=0, world_size=2, pad=False)

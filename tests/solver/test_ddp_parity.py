@@ -67,6 +67,25 @@ def test_two_ranks_train_one_example_model_equal_to_one_process(tmp_path: Path) 
     assert_same_model(first["weights"]["model"], alone["weights"]["model"])
 
 
+def history(tmp: Path, name: str) -> list[dict]:
+    import json
+
+    (folder,) = (tmp / name / "xps" / "xps").iterdir()
+    return [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(300)
+def test_metrics_over_uneven_shards_average_every_item_once(tmp_path: Path) -> None:
+    """33 valid/evaluate items on 2 ranks: 17 and 16, none repeated; the means equal one process's."""
+    args = [*EXAMPLE, "task.num_valid=33"]
+    run_baton(tmp_path, "two", args, world=2)
+    run_baton(tmp_path, "one", args, world=1)
+    for two, one in zip(history(tmp_path, "two"), history(tmp_path, "one"), strict=True):
+        for stage in ("valid", "evaluate"):
+            for key, value in one[stage].items():
+                assert two[stage][key] == pytest.approx(value, rel=1e-4), f"{stage}.{key}"
+
+
 @pytest.mark.timeout(600)
 def test_two_ranks_train_one_codec_equal_to_one_process(tmp_path: Path, synth_cache: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
