@@ -131,12 +131,37 @@ def explore(launcher):
 '''
 
 
-def test_a_grid_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
+def grid_env(tmp_path: Path, grid: str) -> dict[str, str]:
+    """A grid package `mygrids` holding `sweep.py`, and an XP root of its own."""
     package = tmp_path / "mygrids"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "sweep.py").write_text(GRID)
-    env = {"BATON_XP_DIR": str(tmp_path / "xps"), "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    (package / "sweep.py").write_text(grid)
+    return {"BATON_XP_DIR": str(tmp_path / "xps"), "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def test_a_grid_of_three_goes_as_three_jobs_and_its_table_ends_done(tmp_path: Path) -> None:
+    """Below the array threshold (4), each XP is its own job; the table shows them live."""
+    env = grid_env(tmp_path, GRID.replace("[1e-3, 2e-3, 3e-3, 4e-3]", "[1e-3, 2e-3, 3e-3]"))
+    result = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "submitted 3 XP(s) to SLURM" in result.stdout
+    folders = sorted(p.parent for p in (tmp_path / "xps" / "xps").glob("*/.slurm.json"))
+    jobs = [job_of(folder) for folder in folders]
+    assert len(set(jobs)) == 3 and not any("_" in job for job in jobs)  # three jobs, no array
+    live = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", "--format", "csv", env=env).stdout
+    rows = live[live.index("#,name"):].strip().splitlines()[1:]
+    assert len(rows) == 3 and all(row.rsplit(",", 1)[1].startswith(tuple(jobs)) for row in rows), live
+    wait_until(lambda: all(ended(folder) for folder in folders), what="three jobs")
+    table = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", "--format", "csv", env=env).stdout
+    assert table.count(",done,") == 3, table
+    header, *rows = table[table.index("#,name"):].strip().splitlines()
+    losses = [row.split(",")[header.split(",").index("valid.loss")] for row in rows]
+    assert all(float(loss) > 0 for loss in losses)  # metrics filled in from each XP's history
+
+
+def test_a_grid_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
+    env = grid_env(tmp_path, GRID)
     result = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", env=env)
     assert result.returncode == 0, result.stderr
     assert "submitted 4 XP(s) to SLURM" in result.stdout
