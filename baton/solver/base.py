@@ -202,6 +202,10 @@ class BaseSolver(TrainingIteration, BestStateTracking, Checkpointing):
         """Registered modules as assigned (a DDP wrapper stays wrapped: train/eval go through it)."""
         return {n: v for n in self.stateful if isinstance(v := getattr(self, n), nn.Module)}
 
+    def module_state_names(self) -> list[str]:
+        """The registered state that holds model weights (what `export --source last` writes)."""
+        return list(self.registered_modules())
+
     def replace_module(self, name: str, module: nn.Module) -> None:
         """Put `module` (a DDP wrapper) where registered module `name` was."""
         setattr(self, name, module)

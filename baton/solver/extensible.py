@@ -198,6 +198,9 @@ class ExtensibleSolver(StandardSolver):
     def replace_module(self, name: str, module: nn.Module) -> None:
         self._callable[name] = module
 
+    def module_state_names(self) -> list[str]:
+        return ["networks"]  # every network's weights, by name, in one registered entry
+
     def steppers(self) -> list[GradientStepper]:
         return list(self.optimizers.values())
 

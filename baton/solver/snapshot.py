@@ -9,15 +9,16 @@ rank's RNG state.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import distrib
 from ..checkpoint import CheckpointManager, SolverState
 from ..data.rng import derive_seed
 from ..errors import CheckpointError
 from ..logging import ResultLogger
-from ..state import capture_rng, restore_rng, seed_everything
+from ..state import StateRegistry, capture_rng, restore_rng, seed_everything
 from .cadence import Cadence
 from .settings import LoopSettings
 
@@ -35,7 +36,7 @@ def solver_state(solver: BaseSolver, *, collective: bool = True) -> SolverState:
     gather = distrib.all_gather_object if collective else (lambda value: [value])
     return {
         "registered": solver.stateful.state_dict(),
-        "modules": list(solver.registered_modules()),
+        "modules": solver.module_state_names(),
         "best": solver.best.state_dict(),
         "ema": solver.ema.state_dict() if solver.ema is not None else None,
         "loop": {
@@ -91,6 +92,9 @@ class Checkpointing:
     cadence: Cadence
     result_logger: ResultLogger
     _checkpoints: CheckpointManager | None
+    cfg: Any
+    stateful: StateRegistry
+    module_state_names: Callable[[], list[str]]  # BaseSolver's
 
     @property
     def checkpoints(self) -> CheckpointManager:
@@ -128,11 +132,38 @@ class Checkpointing:
         if distrib.is_rank_zero():
             self.checkpoints.save(dict(state), self.epoch - 1, end_of_epoch=end_of_epoch)
 
+    def continue_from(self) -> None:
+        """A new XP with `continue_from` set starts from that XP's model weights (its best state
+        by default; `//sig/SIG/last` or `/ema` to choose), with fresh optimizers, schedules and
+        loop state. Only when the XP has no checkpoint of its own: a rerun resumes itself."""
+        from .references import load_strict, resolve
+
+        text = self.cfg.get("continue_from")
+        if text is None:
+            return
+        reference = resolve(str(text), self.cfg.xp.get("root"), "continue_from")
+        if str(reference.cfg.solver) != str(self.cfg.solver):
+            raise CheckpointError(
+                f"continue_from={text} is XP {reference.sig} of solver '{reference.cfg.solver}'; this XP's "
+                f"solver is '{self.cfg.solver}': continue from an XP of the same solver"
+            )
+        weights = reference.weights()
+        for name in self.module_state_names():
+            if name not in weights:
+                raise CheckpointError(
+                    f"continue_from={text}: XP {reference.sig} holds no weights for '{name}' "
+                    f"(it holds {', '.join(sorted(weights))})"
+                )
+            target = self.stateful.get(name)
+            load_strict(target, weights[name], f"XP {reference.sig} ('{name}')")
+        logger.info("continuing from the %s weights of XP %s", reference.which, reference.sig)
+
     def restore(self) -> bool:
         """Load the XP's newest usable checkpoint. Returns False when starting afresh."""
         self.checkpoints.remove_stale_temporaries()
         data = self.checkpoints.load()
         if data is None:
+            self.continue_from()
             return False
         try:
             self.load_state_dict(data["state"])

@@ -32,10 +32,14 @@ def write_settings(folder: XPFolder, xp: Composition) -> None:
 
 
 def changes(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, old, new) for every setting that differs, added or removed, sorted by key."""
+    """(key, old, new) for every setting that differs, added or removed, sorted by key.
+
+    A key that a newer baton added with a null default (an option that is off) is no change:
+    an XP started before the key existed ran exactly as one with it at null."""
     new = json.loads(json.dumps(new, default=str))  # compared as stored: through JSON
     keys = sorted(set(stored) | set(new))
-    return [(k, stored.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys if stored.get(k, _ABSENT) != new.get(k, _ABSENT)]
+    found = [(k, stored.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys]
+    return [(k, old, now) for k, old, now in found if old != now and not (old == _ABSENT and now is None)]
 
 
 def has_run(folder: XPFolder) -> bool:

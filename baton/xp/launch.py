@@ -181,7 +181,7 @@ def _is_done(folder: XPFolder, xp: Composition) -> bool:
     """The XP finished (all `optim.epochs`, or stopped early by should_stop) and its checkpoint
     was not replaced since (a user rolling back with `cp checkpoint_3.th checkpoint.th` wants a
     resume, not a report)."""
-    from baton.xp.checkpoints import last_checkpoint_time
+    from baton.checkpoint_layouts import last_checkpoint_time
 
     record = st.read_exit(folder)
     written = last_checkpoint_time(folder.path)

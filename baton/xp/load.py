@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baton.errors import CheckpointError, ConfigError, UserError
+from baton.solver.references import HOOK, load_strict, pick
 
 if TYPE_CHECKING:
     from torch import nn
 
-HOOK = "build_model_from_config"
 SOURCES = ("best", "ema", "last")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint(_\d+)?\.th$")
 _FILE_SUFFIXES = (".th", ".pt", ".pth", ".bin", ".safetensors")
@@ -71,7 +71,7 @@ def load_model(
     cfg = load_config(source.config)
     model = build_model(cfg)  # before reading weights: a solver without the hook fails fast
     weights, where = source.weights(cfg, which, trusted)
-    _load_strict(model, _pick(weights, name, where), where)
+    load_strict(model, pick(weights, name, where), where)
     return model.eval()
 
 
@@ -136,7 +136,7 @@ class _Source:
         if self.kind == "checkpoint":
             data = read_checkpoint(self.path, _sig(cfg), trusted=trusted)
             return checkpoint_weights(data, which, where=str(self.path)), str(self.path)
-        from baton.xp.checkpoints import brain_checkpointer, xp_weights
+        from baton.checkpoint_layouts import brain_checkpointer, xp_weights
 
         where = f"the checkpoint in {self.path}"
         if brain_checkpointer(self.path) is not None:
@@ -192,43 +192,3 @@ def _exported(path: Path, trusted: bool) -> dict[str, Any]:
     if weights.get("format") == "baton":
         raise CheckpointError(f"{path} is a baton checkpoint: name it *.th, or pass its XP folder")
     return dict(weights)
-
-
-def _pick(weights: dict[str, Any], name: str | None, where: str) -> Mapping[str, Any]:
-    """One module's state dict from {registered name: state dict}, or a plain state dict."""
-    nested = bool(weights) and all(isinstance(v, Mapping) for v in weights.values())
-    if not nested:
-        if name is not None:
-            raise UserError(f"{where} holds one state dict, not modules by name; leave out name='{name}'")
-        return weights
-    if name is None:
-        if len(weights) == 1:
-            return next(iter(weights.values()))
-        name = "model"
-    if name not in weights:
-        raise UserError(
-            f"{where} holds no module '{name}' (it holds {', '.join(sorted(weights))}); pass name=..."
-        )
-    state: Mapping[str, Any] = weights[name]
-    return state
-
-
-def _load_strict(model: nn.Module, state: Mapping[str, Any], where: str) -> None:
-    """load_state_dict(strict), with a one-line error naming what does not fit."""
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
-        raise CheckpointError(
-            f"the weights of {where} do not fit the model its config builds: keys {'; '.join(parts)}"
-        )
-    try:
-        model.load_state_dict(dict(state), strict=True)
-    except RuntimeError as exc:  # size mismatches: torch's message is several lines
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "shape mismatch")
-        raise CheckpointError(f"the weights of {where} do not fit the model its config builds: {detail}") from None

@@ -51,6 +51,10 @@ def test_a_cli_run_exports_and_loads_every_network(env: Path) -> None:
     assert set(weights) == {"generator", "mpd", "msd"}
     for key, value in networks["generator"].state_dict().items():
         assert torch.equal(weights["generator"][key], value), key
+    last = env / "last.pt"
+    proc = subprocess.run([sys.executable, "-m", "baton", "export", folder.name, "--source", "last", "-o", str(last)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and set(torch.load(last, weights_only=True)) == {"generator", "mpd", "msd"}, proc.stderr
 
 
 @pytest.mark.slow

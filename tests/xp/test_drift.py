@@ -67,3 +67,13 @@ def test_excluded_keys_are_no_drift(clean_env: Path, tmp_path: Path) -> None:
     assert run(project).returncode == 0
     again = run(project, "num_threads=1", "logging.log_every=7", "dataset.num_workers=0")
     assert again.returncode == 0, again.stderr
+
+
+def test_a_key_added_with_a_null_default_is_no_change() -> None:
+    """An XP that ran before baton had `continue_from` resumes under a baton that has it at null."""
+    from baton.xp.drift import changes
+
+    assert changes({"optim.lr": 0.1}, {"optim.lr": 0.1, "continue_from": None}) == []
+    assert changes({"optim.lr": 0.1}, {"optim.lr": 0.1, "continue_from": "//sig/ab"}) == [
+        ("continue_from", "<absent>", "//sig/ab")]
+    assert changes({"continue_from": None}, {}) == [("continue_from", None, "<absent>")]

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @quiet_on_closed_pipe
 def main(args: argparse.Namespace) -> int:
-    from baton.xp.checkpoints import xp_weights
+    from baton.checkpoint_layouts import xp_weights
     from baton.xp.folder import find_xp
     from baton.xp.launch import xp_root
 

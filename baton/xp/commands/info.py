@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _checkpoint_epoch(folder: Path, *, trusted: bool = False) -> str:
-    from baton.xp.checkpoints import describe_latest
+    from baton.checkpoint_layouts import describe_latest
 
     return describe_latest(folder, trusted=trusted)
 
