@@ -14,7 +14,13 @@ _SOLVERS: dict[str, type] = {}
 
 # Baton's own solvers live in modules that are imported only when asked for, so `import baton`
 # stays light. name -> module that registers it.
-_BUILTIN_MODULES: dict[str, str] = {"extensible": "baton.solver.extensible"}
+_BUILTIN_MODULES: dict[str, str] = {
+    "extensible": "baton.solver.extensible",
+    "example": "baton.tasks.example",
+    "compression": "baton.tasks.compression",
+    "classification": "baton.tasks.classification",
+    "lm": "baton.tasks.lm",
+}
 
 
 def register_solver(name: str):

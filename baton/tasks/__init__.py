@@ -1,7 +1,2 @@
-"""Reference tasks. Each registers its solver lazily, so `import baton` stays light."""
-
-from ..solver.registry import register_builtin
-
-register_builtin("example", "baton.tasks.example")
-register_builtin("compression", "baton.tasks.compression")
-register_builtin("classification", "baton.tasks.classification")
+"""Reference tasks. The solver registry names them (`baton/solver/registry.py`) and imports
+each module only when its solver is asked for, so `import baton` stays light."""

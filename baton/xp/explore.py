@@ -10,6 +10,8 @@
         small = launcher.bind("task.hidden=16") # a copy with more overrides
         small(optim={"lr": 1e-3})
         launcher.slurm(gpus=2)(optim={"lr": 3e-3})  # SLURM resources, for `baton grid --slurm`
+        codec = launcher(solver="compression/debug")
+        launcher(solver="lm/debug", compression_model_checkpoint=f"//sig/{codec.sig}")  # a chain
 
 Overrides are 'key=value' strings, dicts (nested or dotted keys) or keyword arguments, applied in
 order; the rightmost value of a key wins. Grid files live in a `grids` package: baton's own
@@ -60,9 +62,26 @@ class Launcher:
         """`slurm`, in place."""
         return self.bind_({f"slurm.{key}": value for key, value in settings.items()})
 
-    def __call__(self, *args: str | Mapping[str, Any], **kwargs: Any) -> None:
-        """Declare one XP: this launcher's overrides followed by these."""
-        self.declared.append([*self.overrides, *to_overrides(*args, **kwargs)])
+    def __call__(self, *args: str | Mapping[str, Any], **kwargs: Any) -> DeclaredXP:
+        """Declare one XP: this launcher's overrides followed by these. The result's `sig`
+        lets a later XP of the grid refer to it (`f"//sig/{codec.sig}"`); XPs run in the
+        order declared, so declare a referenced XP first."""
+        overrides = [*self.overrides, *to_overrides(*args, **kwargs)]
+        self.declared.append(overrides)
+        return DeclaredXP(overrides)
+
+
+@dataclass
+class DeclaredXP:
+    overrides: list[str]
+    config_dir: Sequence[str] = ()
+
+    @property
+    def sig(self) -> str:
+        """The XP's signature (composes its config)."""
+        from baton.config import compose_xp
+
+        return compose_xp(self.overrides, list(self.config_dir)).sig
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Grids of the audio language model pipeline (docs/pipeline.md)."""
