@@ -26,7 +26,8 @@ CODEC = ["solver=compression/debug", "model.ratios=[8,5,4]", "optim.epochs=1", "
          "logging.tensorboard=false", "num_threads=2"]
 LM = ["solver=lm/debug", "optim.epochs=2", "optim.updates_per_epoch=3", "dataset.batch_size=16",
       "dataset.valid.num_samples=16", "lm.dim=32", "lm.layers=1", "generate.num_samples=2",
-      "evaluate.num_samples=8", "logging.tensorboard=false", "num_threads=2"]
+      "evaluate.num_samples=8", "logging.tensorboard=false", "num_threads=2",
+      "tokens.cache=true", "dataset.train.random_crop=false"]
 
 
 @pytest.fixture
@@ -85,7 +86,8 @@ def test_an_lm_of_another_codec_type_is_refused(env: Path) -> None:
 def run_lm(codec: str, label: str, kill_after_checkpoint: bool = False) -> Path:
     """`baton run` of a short LM XP; killed by SIGKILL once its first mid-epoch checkpoint exists."""
     args = [*LM, f"compression_model_checkpoint=//sig/{codec}", "optim.updates_per_epoch=6",
-            "checkpoint.every_updates=2", "generate.every=0", "evaluate.every=0", f"label={label}"]
+            "checkpoint.every_updates=2", "generate.every=0", "evaluate.every=0", f"label={label}",
+            "tokens.cache=false", "dataset.train.random_crop=true"]  # tokens of random crops, on the fly
     proc = subprocess.Popen([sys.executable, "-m", "baton", "run", *args], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -1,6 +1,6 @@
 """The AudioCraft pipeline at CPU size, on the built-in dataset: `baton grid lm/debug`.
 
-Three XPs, run in this order: a codec at 100 frames/s, a classifier, and a label-conditioned
+Three XPs, run in this order: a codec at 250 frames/s, a classifier, and a label-conditioned
 language model over the codec's tokens, which names the other two by signature. Run it again
 and it resumes where it stopped (a finished XP is skipped).
 """
@@ -11,7 +11,7 @@ from baton.xp.explore import Launcher, explorer
 @explorer(metrics=["valid.mel", "evaluate.accuracy", "valid.ce", "evaluate.acc_cfg1", "evaluate.acc_cfg3",
                    "evaluate.fad_cfg3"])
 def explore(launcher: Launcher) -> None:
-    codec = launcher(solver="compression/debug", model={"ratios": [8, 5, 4]}, optim={"epochs": 4})
+    codec = launcher(solver="compression/debug", model={"ratios": [8, 4, 2]}, optim={"epochs": 6})
     classifier = launcher(solver="classification/debug")
     launcher(
         solver="lm/debug",

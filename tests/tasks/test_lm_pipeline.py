@@ -1,0 +1,42 @@
+"""`baton grid lm/debug` from scratch: codec, classifier, then the label-conditioned LM scored
+by the classifier. Slow (minutes); the numbers it prints are those reported in docs/pipeline.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def last(folder: Path) -> dict:
+    lines = (folder / "history.jsonl").read_text().splitlines()
+    return json.loads(lines[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_lm_debug_grid_runs_the_chain(env: Path) -> None:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "baton", "grid", "lm/debug"], capture_output=True, text=True, timeout=1500)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    by_solver = {}
+    for folder in (env / "xps" / "xps").iterdir():
+        solver = next(a for a in json.loads((folder / ".argv.json").read_text()) if a.startswith("solver="))
+        by_solver[solver.split("=")[1]] = last(folder)
+    codec, classifier, lm = by_solver["compression/debug"], by_solver["classification/debug"], by_solver["lm/debug"]
+    scores = lm["evaluate"]
+    print(f"lm/debug grid: {elapsed:.0f} s; codec valid mel {codec['valid']['mel']:.3f}; classifier test accuracy "
+          f"{classifier['test']['accuracy']:.3f}; LM valid ce {lm['valid']['ce']:.3f}; {json.dumps(scores)}")
+    assert elapsed < 20 * 60
+    # Chance is 1/8; the ceiling is acc_codec, the classifier on real clips through the codec.
+    assert scores["acc_cfg1"] > 1.5 / 8, "label-conditioned samples are classified as their label above chance"
+    assert scores["acc_cfg3"] > max(2 / 8, scores["acc_cfg1"]), "classifier-free guidance raises it"
+    assert len(by_solver) == 3
+    # Run again: every XP is done, nothing trains.
+    again = subprocess.run([sys.executable, "-m", "baton", "grid", "lm/debug"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("done") >= 3, again.stdout[-2000:]
