@@ -68,14 +68,8 @@ class CodesLM(nn.Module):
         return torch.stack([head(h) for head in self.heads], dim=2)
 
     def loss(self, codes: torch.Tensor, attributes: Sequence[ConditioningAttributes]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Cross-entropy of codes [B, K, T], averaged over valid slots; and per codebook."""
-        inputs, targets, valid = self.pattern.build(codes)
-        logits = self.forward(inputs, attributes)
-        per_book = []
-        for k in range(self.num_codebooks):
-            mask = valid[:, k]
-            per_book.append(nn.functional.cross_entropy(logits[:, mask, k].flatten(0, 1).float(), targets[:, mask, k].flatten()))
-        return torch.stack(per_book).mean(), per_book
+        """See `lm_loss` (which trains through a DDP wrapper too)."""
+        return lm_loss(self, codes, attributes)
 
     @torch.no_grad()
     def generate(
@@ -101,6 +95,20 @@ class CodesLM(nn.Module):
             codes = sample(logits, temperature, top_k, top_p, generator)
             sequence[:, step] = torch.where(valid[step].to(device), codes, self.card)
         return self.pattern.revert(sequence, frames)
+
+
+def lm_loss(model: nn.Module, codes: torch.Tensor, attributes: Sequence[ConditioningAttributes]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Cross-entropy of codes [B, K, T] under `model` (a CodesLM, or the DDP wrapper around one:
+    the forward goes through `model(...)`, so DDP synchronises its gradients), averaged over the
+    valid slots of the pattern; and per codebook."""
+    pattern: Pattern = model.pattern  # type: ignore[assignment]
+    inputs, targets, valid = pattern.build(codes)
+    logits = model(inputs, attributes)
+    per_book = []
+    for k in range(codes.shape[1]):
+        mask = valid[:, k]
+        per_book.append(nn.functional.cross_entropy(logits[:, mask, k].flatten(0, 1).float(), targets[:, mask, k].flatten()))
+    return torch.stack(per_book).mean(), per_book
 
 
 def sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,

@@ -45,7 +45,7 @@ from ..data.loader import build_loader
 from ..errors import ConfigError
 from ..metrics.averager import Averager
 from ..models.codec import CompressionModel
-from ..models.lm import CodesLM
+from ..models.lm import CodesLM, lm_loss
 from ..optim import build_lr_scheduler, build_optimizer
 from ..solver.references import Reference, resolve
 from ..solver.registry import register_solver
@@ -196,7 +196,7 @@ class LMSolver(StandardSolver):
         if self.is_training:
             attributes = self.model.cfg_dropout(self.model.attribute_dropout(attributes))
         with self.autocast():
-            loss, per_book = self.model.loss(codes, attributes)
+            loss, per_book = lm_loss(self.model, codes, attributes)  # through DDP when wrapped
         if self.is_training:
             metrics.update(self.stepper.step(loss))
         metrics["ce"] = loss
