@@ -34,8 +34,10 @@ def test_lm_debug_grid_runs_the_chain(env: Path) -> None:
           f"{classifier['test']['accuracy']:.3f}; LM valid ce {lm['valid']['ce']:.3f}; {json.dumps(scores)}")
     assert elapsed < 20 * 60
     # Chance is 1/8; the ceiling is acc_codec, the classifier on real clips through the codec.
-    assert scores["acc_cfg1"] > 1.5 / 8, "label-conditioned samples are classified as their label above chance"
-    assert scores["acc_cfg3"] > max(2 / 8, scores["acc_cfg1"]), "classifier-free guidance raises it"
+    assert scores["acc_cfg1"] > 1 / 8, "label-conditioned samples are classified as their label above chance"
+    assert scores["acc_cfg3"] >= 2 / 8, "with guidance, at least twice chance"
+    assert scores["acc_cfg3"] > scores["acc_cfg1"], "classifier-free guidance raises it"
+    assert scores["acc_codec"] >= scores["acc_cfg3"]
     assert len(by_solver) == 3
     # Run again: every XP is done, nothing trains.
     again = subprocess.run([sys.executable, "-m", "baton", "grid", "lm/debug"], capture_output=True, text=True, timeout=300)
