@@ -8,7 +8,7 @@ and it resumes where it stopped (a finished XP is skipped).
 from baton.xp.explore import Launcher, explorer
 
 
-@explorer(metrics=["valid.mel", "evaluate.accuracy", "valid.ce", "evaluate.acc_cfg1", "evaluate.acc_cfg3",
+@explorer(metrics=["valid.mel", "test.accuracy", "valid.ce", "evaluate.acc_cfg1", "evaluate.acc_cfg3",
                    "evaluate.fad_cfg3"])
 def explore(launcher: Launcher) -> None:
     codec = launcher(solver="compression/debug", model={"ratios": [8, 4, 2]}, optim={"epochs": 6})
