@@ -1,7 +1,8 @@
 """How conditions reach a model: `ConditionFuser` puts each conditioner's output where the
 config says.
 
-    prepend  its steps go before the model's input sequence (the model skips them in its output)
+    prepend  its steps go before the model's input sequence (the model skips them in its output);
+             for conditions of a fixed number of steps (lut, wav_mel), not text
     cross    its steps are keys/values of the model's cross-attention
     sum      its masked mean over steps is added to every input step
 

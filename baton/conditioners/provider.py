@@ -81,6 +81,11 @@ def build_conditioning(section: Mapping[str, Any] | None, dim: int) -> Condition
             raise ConfigError(f"{where}: needs a 'type'; known: {', '.join(registry.names())}")
         built[str(name)] = registry.build(str(kind), {"dim": dim, **options}, where)
     fuser = ConditionFuser(section.get("fuser") or {})
+    for name in fuser.places["prepend"]:
+        if name in built and built[name].kind == "text":
+            # A text's steps vary with the batch's longest text: prepended, they would move the
+            # model's positions with its batch mates. Cross-attention masks them instead.
+            raise ConfigError(f"conditioner.fuser.prepend: '{name}' is text, whose length varies; place it in cross")
     for name in fuser.names:
         if name not in built:
             raise ConfigError(f"conditioner.fuser places '{name}', which has no conditioner in conditioner.conditioners")

@@ -60,18 +60,25 @@ def split_loaders(
 ) -> dict[str, Any]:
     """One loader per split of the `dataset` config section; only `train` is shuffled (when
     `dataset.shuffle`), drops its short last batch (when `dataset.drop_last`) and pads its
-    shards to equal length across ranks; the other splits give each item to one rank.
+    shards to equal length across ranks; the other splits give each item to one rank and number
+    their labels in the training split's order.
 
     Args:
         batch_size: per rank (the caller divides the global one by the world size).
     """
     from .loader import build_loader
 
-    loaders = {}
-    for split in splits:
+    loaders: dict[str, Any] = {}
+    classes = None
+    # The training split first: its label order numbers every split's labels (a split that
+    # lacks a class must not shift the ids of the others).
+    for split in sorted(splits, key=lambda s: s != "train"):
         train = split == "train"
+        dataset = audio_dataset(cfg, split, seed=seed, classes=classes)
+        if train and dataset.classes:
+            classes = dataset.classes
         loaders[split] = build_loader(
-            audio_dataset(cfg, split, seed=seed),
+            dataset,
             batch_size=batch_size,
             shuffle=train and bool(cfg["shuffle"]),
             seed=seed,

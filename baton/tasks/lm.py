@@ -150,9 +150,10 @@ class LMSolver(StandardSolver):
     def token_cache_path(self, split: str, dataset: Any) -> Path:
         """<xp root>/token_cache/<codec sig>-<weights>/<split>-<hash of what the tokens depend on>.pt"""
         data = self.cfg.dataset
+        section = data[split]
         key = {
             "entries": [(str(e.path), e.duration) for e in dataset.entries],
-            "segment_duration": data.segment_duration, "sample_rate": data.sample_rate, "channels": data.channels,
+            **{k: section.get(k, data[k]) for k in ("segment_duration", "sample_rate", "channels")},
             "num_codebooks": int(self.cfg.lm.num_codebooks), "classes": self.classes, "synth_seed": data.synth_seed,
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -160,10 +161,14 @@ class LMSolver(StandardSolver):
         return root / f"{split}-{digest}.pt"
 
     def write_token_cache(self, split: str, path: Path) -> None:
-        loader = self.dataloaders[split]
+        """Every item of the split, in order: one unsharded, unshuffled pass that drops nothing."""
+        audio = self.dataloaders[split].dataset
+        loader = build_loader(audio, batch_size=self.batch_size, shuffle=False, seed=int(self.cfg.seed),
+                              drop_last=False, pad=False, rank=0, world_size=1)
+        dtype = torch.int16 if self.model.card <= torch.iinfo(torch.int16).max else torch.int32
         codes, labels = [], []
         for _, batch in self.loader_batches(loader):
-            codes.append(self.encode(batch.to(self.device)).to(torch.int16).cpu())
+            codes.append(self.encode(batch.to(self.device)).to(dtype).cpu())
             labels.append(batch.labels.cpu())
         import io
 
@@ -225,6 +230,11 @@ class LMSolver(StandardSolver):
         assert isinstance(model, AudioClassifier)
         classifier = model.to(self.device)
         names = list(audio_dataset(reference.cfg.dataset, "train", seed=0).classes)
+        if int(reference.cfg.dataset.sample_rate) != self.codec.sample_rate:
+            raise ConfigError(
+                f"classifier XP {reference.sig} takes {reference.cfg.dataset.sample_rate} Hz audio, the codec "
+                f"gives {self.codec.sample_rate} Hz; use a classifier trained at the codec's rate"
+            )
         missing = [c for c in self.classes if c not in names]
         if missing:
             raise ConfigError(f"classifier XP {reference.sig} does not know the classes {missing}; train it on the same labels")
@@ -246,8 +256,9 @@ class LMSolver(StandardSolver):
                        "acc_codec": (classifier(through_codec, batch.lengths).argmax(-1) == target).float().mean()}
             attributes = self.attributes(batch.labels)
             for scale in scales:
-                wav = self.sample(attributes, codes.shape[-1], scale, seed=int(self.cfg.seed) * 1000 + index)
-                embedding = classifier.embed(wav)
+                seed = (int(self.cfg.seed) * 1000 + index) * distrib.world_size() + distrib.rank()
+                wav = self.sample(attributes, codes.shape[-1], scale, seed=seed)
+                embedding = classifier.embed(wav[..., : batch.wav.shape[-1]], batch.lengths)
                 probs = classifier.head(embedding).softmax(-1)
                 generated[scale].append(embedding)
                 name = f"cfg{scale:g}"
@@ -261,6 +272,8 @@ class LMSolver(StandardSolver):
         return results
 
     def generate(self) -> dict[str, float]:
+        if distrib.rank() != 0:  # one set of files, not one per rank under the same names
+            return {}
         from ..data.audio import write_wav
         from ..data.names import safe_filename
 

@@ -101,6 +101,8 @@ def test_dropouts_drop_at_their_rates() -> None:
         ({"cfg_dropout": 1.5}, r"classifier-free guidance dropout is 1.5; it must lie in \[0, 1\]"),
         ({"conditioners": {"label": {"type": "lut", "classes": []}}}, r"classes must be distinct and not empty"),
         ({"dropout": 0.1}, r"conditioner.dropout is unknown"),
+        ({"fuser": {"sum": ["label"], "prepend": ["description", "melody"]}},
+         r"conditioner.fuser.prepend: 'description' is text, whose length varies; place it in cross"),
     ],
 )
 def test_section_mistakes_are_one_line(change: dict, message: str) -> None:

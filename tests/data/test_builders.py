@@ -37,3 +37,22 @@ def test_split_overrides_and_errors_name_the_key(tone_manifest):
         audio_dataset(cfg, "missing", seed=0)
     with pytest.raises(ConfigError, match="synth:dev"):
         resolve_manifest("synth:dev")
+
+
+def test_split_loaders_number_every_split_s_labels_in_the_training_order(tmp_path: Path) -> None:
+    """A valid split that lacks a class keeps the training ids of the classes it has."""
+    from baton.data.builders import split_loaders
+    from tests.data.audio_files import manifest_line, write_manifest_lines, write_tone
+
+    def manifest(name: str, labels: list[str]) -> str:
+        lines = [manifest_line(write_tone(tmp_path / f"{name}{i}.wav", 0.5, freq=200.0 * (i + 1)), 0.5, label=label)
+                 for i, label in enumerate(labels)]
+        return str(write_manifest_lines(tmp_path / f"{name}.jsonl", lines))
+
+    base = OmegaConf.load(Path(baton.__file__).parent / "conf" / "dset" / "synth.yaml")
+    cfg = OmegaConf.merge(base, {"batch_size": 2, "num_workers": 0, "shuffle": False, "drop_last": False,
+                                 "train": {"manifest": manifest("train", ["a", "b", "c"])},
+                                 "valid": {"manifest": manifest("valid", ["c"])}})
+    loaders = split_loaders(cfg, ["valid", "train"], seed=0, batch_size=2)
+    (batch,) = list(loaders["valid"])
+    assert loaders["valid"].dataset.classes == ["a", "b", "c"] and batch.labels.tolist() == [2]
