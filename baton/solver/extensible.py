@@ -114,10 +114,12 @@ class ExtensibleSolver(StandardSolver):
         )
 
     @classmethod
-    def build_model_from_config(cls, cfg: Any) -> Networks:
-        """Every network of the config, by name (`baton.load_model(SIG)["generator"]`)."""
+    def build_model_from_config(cls, cfg: Any, graph: Graph | None = None) -> Networks:
+        """Every network of the config, by name (`baton.load_model(SIG)["generator"]`);
+        `graph` when the caller has already parsed the config."""
         modules = {}
-        for name, spec in cls.graph_from_config(cfg).networks.items():
+        graph = graph if graph is not None else cls.graph_from_config(cfg)
+        for name, spec in graph.networks.items():
             module = spec.factory(**spec.kwargs)
             if spec.kind == "frozen":
                 module.eval().requires_grad_(False)
@@ -136,7 +138,7 @@ class ExtensibleSolver(StandardSolver):
                     f"{evaluator.every} epochs: the best state needs it every epoch; set its every to 1"
                 )
         self.sample_rate = int(cfg.dataset.sample_rate)
-        self.networks = self.build_model_from_config(cfg).to(self.device)
+        self.networks = self.build_model_from_config(cfg, self.graph).to(self.device)
         modules = dict(self.networks.named.items())
         # What each network is called through in training: its DDP wrapper once `prepare` wraps it.
         self._callable: dict[str, nn.Module] = dict(modules)
@@ -261,9 +263,7 @@ class ExtensibleSolver(StandardSolver):
             return self._callable[name] if name in trains else self.networks[name]
 
         ctx = StepContext(state, network, trains, step.name, self.update, self.sample_rate, self.is_training)
-        own = set(step.outputs())
-        needed = [k for inj in step.injectors for k in inj.inputs] + [k for loss in step.losses for k in loss.reads()]
-        self.provide(state, [k for k in needed if k not in own])
+        self.provide(state, step.external_reads)
         return ctx
 
     def step_loss(self, step: Step, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -42,11 +42,6 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def register_builtin(name: str, module: str) -> None:
-    """Declare that importing `module` registers solver `name` (lazy import)."""
-    _BUILTIN_MODULES[name] = module
-
-
 def solver_names() -> list[str]:
     return sorted(set(_SOLVERS) | set(_BUILTIN_MODULES))
 

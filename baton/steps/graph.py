@@ -10,6 +10,7 @@ that no step trains and that is not `frozen`.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,13 @@ class Step:
 
     def outputs(self) -> list[str]:
         return [key for injector in self.injectors for key in injector.outputs]
+
+    @functools.cached_property
+    def external_reads(self) -> list[str]:
+        """Keys its injectors and losses read that it does not write itself (fixed once built)."""
+        own = set(self.outputs())
+        reads = [k for i in self.injectors for k in i.inputs] + [k for loss in self.losses for k in loss.reads()]
+        return [k for k in dict.fromkeys(reads) if k not in own]
 
 
 @dataclass

@@ -58,7 +58,6 @@ def solver_class(cfg: Any) -> type[BaseSolver]:
     Raises:
         ConfigError: the name or import path does not resolve.
     """
-    import baton.tasks  # noqa: F401  (registers baton's own solvers by name, lazily)
     from baton.solver.registry import get_solver_class
 
     for module in cfg.get("imports") or []:

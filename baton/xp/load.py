@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baton.errors import CheckpointError, ConfigError, UserError
-from baton.solver.references import HOOK, load_strict, pick
+from baton.solver.references import HOOK, SOURCES, load_strict, pick
 
 if TYPE_CHECKING:
     from torch import nn
 
-SOURCES = ("best", "ema", "last")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint(_\d+)?\.th$")
 _FILE_SUFFIXES = (".th", ".pt", ".pth", ".bin", ".safetensors")
 

@@ -78,7 +78,6 @@ def installed_module(name: str) -> str | None:
 
 
 def _baton_solver_names() -> set[str]:
-    import baton.tasks  # noqa: F401  (declares baton's solvers by name)
     from baton.config.search import BATON_CONF, group_options
     from baton.solver.registry import solver_names
 
