@@ -372,7 +372,7 @@ class Brain(BaseSolver):
             self.result_logger.cfg.progress = bool(progressbar)
         self._train_stream = None
         self.epoch, self.history, self.epoch_results, self.train_done = 1, [], {}, 0
-        self.stopped_early = False
+        self.stopped_early, self._fit_finished = False, False
         if not isinstance(epoch_counter, Iterable):
             raise TypeError(f"fit: epoch_counter must be an EpochCounter or an iterable such as range(n), not {type(epoch_counter).__name__}")
         if isinstance(getattr(self.dataloaders["train"], "dataset", None), IterableDataset) and not hasattr(self.dataloaders["train"].dataset, "__len__"):
@@ -393,6 +393,9 @@ class Brain(BaseSolver):
                     break
                 if self._step_limit_reached():
                     break
+        # Latched here: evaluate(min_key=...) then recovers the best checkpoint, whose epoch
+        # counter may stand before the last epoch, and the run is still finished.
+        self._fit_finished = self._counter_finished()
 
     def _epochs_from(self, epoch_counter: Iterable[Any]) -> Iterator[Any]:
         """The counter's epochs from the engine's position (which a recovered checkpoint set).
@@ -410,6 +413,9 @@ class Brain(BaseSolver):
 
     @property
     def finished(self) -> bool:
+        return getattr(self, "_fit_finished", False) or self._counter_finished()
+
+    def _counter_finished(self) -> bool:
         counter = self._counter
         if self.stopped_early or counter is None:
             return self.stopped_early

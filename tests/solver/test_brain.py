@@ -204,6 +204,26 @@ def test_a_recipe_that_recovers_in_its_own_on_fit_start_resumes_where_it_stopped
     assert again.optimizer_step == 6  # epochs 1-2 were not trained again
 
 
+def test_a_fit_stays_finished_after_evaluate_recovers_an_earlier_best_checkpoint(tmp_path):
+    """SpeechBrain's evaluate(min_key=...) recovers every recoverable of the best checkpoint,
+    the epoch counter too; the run must still count as finished (an XP is then done, not killed)."""
+
+    class WorseEachEpoch(Regression):
+        def on_stage_end(self, stage, stage_loss, epoch=None):
+            if stage == sb.Stage.VALID:
+                self.checkpointer.save_and_keep_only(meta={"err": float(epoch)}, min_keys=["err"])
+
+    counter = sb.EpochCounter(3)
+    model = torch.nn.Linear(4, 2)
+    checkpointer = sb.Checkpointer(tmp_path, {"model": model, "counter": counter})
+    brain = WorseEachEpoch({"model": model}, lambda p: SGD(p, lr=0.1), checkpointer=checkpointer)
+    brain.fit(counter, regression_data(8), regression_data(4), train_loader_kwargs={"batch_size": 4})
+    assert brain.finished
+    brain.evaluate(regression_data(4), min_key="err")
+    assert counter.current == 1  # the best checkpoint (epoch 1) was recovered, as SpeechBrain does
+    assert brain.finished
+
+
 def test_evaluate_with_a_key_no_checkpoint_has_is_one_line_naming_the_keys(tmp_path):
     class Saving(Regression):
         def on_stage_end(self, stage, stage_loss, epoch=None):
