@@ -10,7 +10,11 @@ time per update of each side and their ratio (solver / hand loop), for two workl
 
 Also printed: the time `import baton` adds to `import torch` (target < 0.3 s).
 
-    python benchmarks/overhead.py [--rounds 7] [--updates 300]
+    python benchmarks/overhead.py [--rounds 7] [--updates 300] [--device cuda]
+
+On a GPU (`--device cuda`) the model and data live on the device and each timed round ends
+with a synchronize, so both sides pay for the kernels they queued: the ratio then shows what
+the solver's bookkeeping (metrics, progress) costs against an asynchronous hand loop.
 """
 
 from __future__ import annotations
@@ -34,6 +38,16 @@ from baton.data.sampler import ResumableSampler
 from baton.solver import Stage, StandardSolver
 
 DEFAULTS = Path(__file__).resolve().parents[1] / "baton" / "conf" / "solver" / "default.yaml"
+
+
+def on_device(workload: tuple[nn.Module, TensorDataset, int], device: str) -> tuple[nn.Module, TensorDataset, int]:
+    model, dataset, batch_size = workload
+    return model.to(device), TensorDataset(*(t.to(device) for t in dataset.tensors)), batch_size
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def tiny_mlp() -> tuple[nn.Module, TensorDataset, int]:
@@ -83,7 +97,9 @@ class BenchSolver(StandardSolver):
         return metrics
 
 
-def hand_loop(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, updates: int) -> float:
+def hand_loop(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, updates: int,
+              device: str) -> float:
+    synchronize(device)
     start = time.perf_counter()
     done = 0
     while done < updates:
@@ -95,31 +111,35 @@ def hand_loop(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
             done += 1
             if done == updates:
                 break
+    synchronize(device)
     return (time.perf_counter() - start) / updates
 
 
-def solver_round(solver: BenchSolver, updates: int) -> float:
+def solver_round(solver: BenchSolver, updates: int, device: str) -> float:
+    synchronize(device)
     start = time.perf_counter()
     solver.run_stage(Stage.TRAIN, solver.train)
+    synchronize(device)
     return (time.perf_counter() - start) / updates
 
 
-def compare(name: str, build: Any, rounds: int, updates: int) -> float:
+def compare(name: str, build: Any, rounds: int, updates: int, device: str) -> float:
     torch.manual_seed(0)
-    hand_model, dataset, batch_size = build()
+    hand_model, dataset, batch_size = on_device(build(), device)
     hand_loader = make_loader(dataset, batch_size)
     hand_opt = torch.optim.Adam(hand_model.parameters(), lr=1e-4)
     cfg = OmegaConf.load(DEFAULTS)
-    cfg = OmegaConf.merge(cfg, {"solver": "bench", "optim": {"updates_per_epoch": updates}})
+    cfg = OmegaConf.merge(cfg, {"solver": "bench", "device": device,
+                                 "optim": {"updates_per_epoch": updates}})
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
-        solver = BenchSolver(cfg, build(), folder)
-        hand_loop(hand_model, hand_loader, hand_opt, 20)  # warm-up both sides
-        solver_round(solver, updates)
+        solver = BenchSolver(cfg, on_device(build(), device), folder)
+        hand_loop(hand_model, hand_loader, hand_opt, 20, device)  # warm-up both sides
+        solver_round(solver, updates, device)
         hand_times, solver_times = [], []
         for _ in range(rounds):
-            hand_times.append(hand_loop(hand_model, hand_loader, hand_opt, updates))
-            solver_times.append(solver_round(solver, updates))
+            hand_times.append(hand_loop(hand_model, hand_loader, hand_opt, updates, device))
+            solver_times.append(solver_round(solver, updates, device))
         solver.close()
     hand, ours = statistics.median(hand_times), statistics.median(solver_times)
     ratio = ours / hand
@@ -147,14 +167,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--conv-updates", type=int, default=10)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: model and data on the GPU")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     import logging
 
     logging.getLogger("baton").setLevel(logging.WARNING)  # keep the table readable
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds")
-    mlp = compare("tiny MLP", tiny_mlp, args.rounds, args.updates)
-    conv = compare("conv net", conv_net, args.rounds, args.conv_updates)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds, "
+          f"device {args.device}")
+    mlp = compare("tiny MLP", tiny_mlp, args.rounds, args.updates, args.device)
+    conv = compare("conv net", conv_net, args.rounds, args.conv_updates, args.device)
     cost = import_cost()
     print(f"import baton (+ solver, tasks) adds {cost:.3f} s to import torch")
     print(f"targets: tiny MLP <= 1.10 ({'ok' if mlp <= 1.10 else 'MISSED'}), "
