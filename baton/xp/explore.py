@@ -38,15 +38,19 @@ BATON_GRIDS = "baton.grids"
 
 
 class Launcher:
-    """Collects the XPs a grid declares; `bind` makes a copy with more overrides preset."""
+    """Collects the XPs a grid declares; `bind` makes a copy with more overrides preset.
+    `config_dir` is the grid's `--config-dir`: a declared XP's `sig` is composed with it, as
+    the XP will be run."""
 
-    def __init__(self, overrides: Sequence[str] = (), declared: list[list[str]] | None = None) -> None:
+    def __init__(self, overrides: Sequence[str] = (), declared: list[list[str]] | None = None,
+                 config_dir: Sequence[str] = ()) -> None:
         self.overrides = list(overrides)
         self.declared: list[list[str]] = [] if declared is None else declared
+        self.config_dir = list(config_dir)
 
     def bind(self, *args: str | Mapping[str, Any], **kwargs: Any) -> Launcher:
         """A new launcher with these overrides added; XPs it declares go to the same grid."""
-        return Launcher([*self.overrides, *to_overrides(*args, **kwargs)], self.declared)
+        return Launcher([*self.overrides, *to_overrides(*args, **kwargs)], self.declared, self.config_dir)
 
     def bind_(self, *args: str | Mapping[str, Any], **kwargs: Any) -> Launcher:
         """Add overrides to this launcher in place."""
@@ -68,7 +72,7 @@ class Launcher:
         order declared, so declare a referenced XP first."""
         overrides = [*self.overrides, *to_overrides(*args, **kwargs)]
         self.declared.append(overrides)
-        return DeclaredXP(overrides)
+        return DeclaredXP(overrides, self.config_dir)
 
 
 @dataclass
@@ -91,8 +95,8 @@ class Explorer:
     fn: Callable[[Launcher], None]
     metrics: list[str] = field(default_factory=list)
 
-    def declare(self) -> list[list[str]]:
-        launcher = Launcher()
+    def declare(self, config_dir: Sequence[str] = ()) -> list[list[str]]:
+        launcher = Launcher(config_dir=config_dir)
         self.fn(launcher)
         return launcher.declared
 

@@ -26,6 +26,28 @@ def test_launcher_declares_xps_with_bound_overrides():
     assert launcher.overrides == ["solver=example"]  # bind made a copy
 
 
+def test_a_declared_xps_sig_is_composed_with_the_grids_config_dirs(tmp_path, clean_env):
+    """`baton grid NAME --config-dir conf`: `.sig` is the sig the grid runs the XP under, so a
+    later XP can refer to an XP of a solver that only `conf` defines."""
+    from baton.config import compose_xp
+
+    solver_dir = tmp_path / "conf" / "solver"
+    solver_dir.mkdir(parents=True)
+    (solver_dir / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - /solver/example\n  - _self_\n")
+    refs = []
+
+    @explorer
+    def chain(launcher):
+        first = launcher.bind(seed=3)(solver="mine")
+        refs.append(first.sig)
+        launcher(solver="mine", optim={"lr": 0.01})
+
+    declared = chain.declare([str(tmp_path / "conf")])
+    assert refs == [compose_xp(declared[0], [str(tmp_path / "conf")]).sig]
+    with pytest.raises(UserError, match="mine"):  # without the folder, no such solver
+        Launcher()(solver="mine").sig
+
+
 def test_explorer_decorator_bare_and_with_metrics():
     @explorer
     def plain(launcher):

@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
     from baton.xp.local_launcher import LocalLauncher
 
     explorer = load_grid(args.name, args.package)
-    xps = _compose_all(args.name, explorer.declare(), args.config_dir)
+    xps = _compose_all(args.name, explorer.declare(args.config_dir), args.config_dir)
     if args.clear:
         _clear(args.name, xps, assume_yes=args.yes)
     folders = [init_xp(xp) for xp in xps]
