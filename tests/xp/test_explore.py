@@ -45,7 +45,7 @@ def test_a_declared_xps_sig_is_composed_with_the_grids_config_dirs(tmp_path, cle
     declared = chain.declare([str(tmp_path / "conf")])
     assert refs == [compose_xp(declared[0], [str(tmp_path / "conf")]).sig]
     with pytest.raises(UserError, match="mine"):  # without the folder, no such solver
-        Launcher()(solver="mine").sig
+        _ = Launcher()(solver="mine").sig
 
 
 def test_explorer_decorator_bare_and_with_metrics():
