@@ -16,7 +16,7 @@ finished training, and an XP of another model type than the one expected.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,20 @@ def resolve(text: str, xp_root: str | Path | None, key: str, *, finished: bool =
                 f"finish it first (baton run -f {reference.sig})"
             )
     return reference
+
+
+def referenced_sigs(values: Iterable[Any]) -> set[str]:
+    """The sigs that `//sig/SIG[/...]` values name (lists searched too): the XPs that must
+    finish before one holding these values can start. A grid orders its XPs by them."""
+    found: set[str] = set()
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            found |= referenced_sigs(value)
+        elif isinstance(value, str) and value.startswith(SIG_PREFIX):
+            sig = value[len(SIG_PREFIX):].strip("/").split("/")[0]
+            if sig:
+                found.add(sig)
+    return found
 
 
 def trained_epochs(folder: Path) -> int:

@@ -3,6 +3,10 @@
 Each process writes what it prints to `<xp folder>/launcher.log`, so a crash's traceback is kept
 next to the XP; the XP's state comes from its own files (see `baton.xp.status`).
 
+An XP may wait for others (`submit(..., after=...)`: a grid's XP that refers to another by
+`//sig/`): it starts once they have ended well, and never when one of them failed or was
+stopped (it is then listed in `skipped`), whatever `jobs` is.
+
 The launcher owns its children: stopping it stops them, and none is left running without it.
 
 - Each child runs in its own session (`start_new_session=True`), so a signal meant for the
@@ -29,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -92,13 +96,18 @@ class LocalLauncher:
         self.jobs = max(1, jobs)
         self.config_dirs = [str(d) for d in config_dirs]
         self.pending: list[tuple[str, Path]] = []
+        self.after: dict[str, set[str]] = {}  # sig -> the submitted XPs it waits for
+        self.skipped: dict[str, str] = {}  # sig -> the XP it waited for that did not end well
         self.running: dict[str, tuple[subprocess.Popen, IO[str]]] = {}
         self.returncodes: dict[str, int] = {}
         self.signalled: set[str] = set()  # running XPs already sent the stop signal
         self.stopping = False
 
-    def submit(self, sig: str, folder: Path) -> None:
+    def submit(self, sig: str, folder: Path, after: Iterable[str] = ()) -> None:
+        """Queue an XP; `after` names XPs it waits for (those not submitted here are not waited
+        for: an XP that finished before the grid started, say)."""
         self.pending.append((sig, folder))
+        self.after[sig] = set(after)
 
     def command(self, sig: str) -> list[str]:
         dirs = [arg for d in self.config_dirs for arg in ("--config-dir", d)]
@@ -110,9 +119,34 @@ class LocalLauncher:
             code = process.poll()
             if code is not None:
                 self._reaped(sig, code)
-        while self.pending and len(self.running) < self.jobs and not self.stopping:
-            self._start(*self.pending.pop(0))
+        for sig, folder in list(self.pending):
+            if len(self.running) >= self.jobs or self.stopping:
+                break
+            waiting = self._waiting_for(sig)
+            if waiting is None:
+                self.pending.remove((sig, folder))
+                self._start(sig, folder)
         return bool(self.pending or self.running)
+
+    def _waiting_for(self, sig: str) -> str | None:
+        """The first XP `sig` still waits for, or None when it may start. Drops it from the
+        queue (into `skipped`) when one ended badly, and so on down the chain."""
+        queued = {s for s, _ in self.pending}
+        for needed in sorted(self.after.get(sig, ())):
+            code = self.returncodes.get(needed)
+            if code is not None and code != 0:
+                self._skip(sig, needed)
+                return needed
+            if needed in self.skipped:
+                self._skip(sig, needed)
+                return needed
+            if needed in queued or needed in self.running:
+                return needed
+        return None
+
+    def _skip(self, sig: str, needed: str) -> None:
+        self.pending = [(s, f) for s, f in self.pending if s != sig]
+        self.skipped[sig] = needed
 
     def _start(self, sig: str, folder: Path) -> None:
         log = open(folder / LAUNCHER_LOG, "a")

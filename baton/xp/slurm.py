@@ -130,13 +130,19 @@ def require_slurm() -> None:
         raise UserError("--slurm needs submitit: pip install 'baton[slurm]'") from None
 
 
-def submit(sig: str, folder: Path, argv: Sequence[str], settings: SlurmSettings) -> str:
-    """Submit the XP's job; returns its id, also written to `<xp>/.slurm.json`."""
+def submit(sig: str, folder: Path, argv: Sequence[str], settings: SlurmSettings, after: Sequence[str] = ()) -> str:
+    """Submit the XP's job; returns its id, also written to `<xp>/.slurm.json`.
+
+    `after`: job ids that must end well first (`--dependency=afterok`); if one fails, SLURM
+    cancels this job rather than leaving it pending for ever (`--kill-on-invalid-dep`)."""
     import submitit
 
     require_slurm()
     executor = submitit.AutoExecutor(folder=folder / SUBMITIT, cluster="slurm")
-    executor.update_parameters(**_parameters(f"baton-{sig}", settings))
+    parameters = _parameters(f"baton-{sig}", settings)
+    if after:
+        parameters["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(after), "kill_on_invalid_dep": "yes"}
+    executor.update_parameters(**parameters)
     job = executor.submit(XPJob(argv, settings.max_requeues))
     _record(folder, str(job.job_id), settings, logs=folder / SUBMITIT)
     return str(job.job_id)
@@ -151,18 +157,23 @@ class Submission:
     folder: Path
     argv: list[str]
     settings: SlurmSettings
+    after: tuple[str, ...] = ()  # sigs of XPs whose jobs must end well first (see submit_many)
 
 
-def submit_many(submissions: Sequence[Submission], grid: str) -> list[str]:
+def submit_many(submissions: Sequence[Submission], grid: str, live_jobs: Mapping[str, str] | None = None) -> list[str]:
     """Submit a grid's XPs: those with the same resources as one job array when there are at
     least ARRAY_MIN of them (one scheduler entry, `<array>_<index>` ids), the others one by one.
-    Returns the job ids in the order given."""
+    An XP with `after` goes alone, once the XPs it names have a job: submitted here, or live
+    ones in `live_jobs` (sig -> job id). Returns the job ids in the order given."""
     import submitit
 
     require_slurm()
+    known = dict(live_jobs or {})
     groups: dict[str, list[int]] = {}  # by resources (as text: the settings hold a list)
+    chained = [index for index, submission in enumerate(submissions) if submission.after]
     for index, submission in enumerate(submissions):
-        groups.setdefault(repr(submission.settings), []).append(index)
+        if not submission.after:
+            groups.setdefault(repr(submission.settings), []).append(index)
     ids: dict[int, str] = {}
     for members in groups.values():
         settings = submissions[members[0]].settings
@@ -181,6 +192,13 @@ def submit_many(submissions: Sequence[Submission], grid: str) -> list[str]:
         for index, job in zip(members, jobs, strict=True):
             ids[index] = str(job.job_id)
             _record(submissions[index].folder, str(job.job_id), settings, logs=Path(executor.folder))
+    known.update({submissions[i].sig: job_id for i, job_id in ids.items()})
+    for index in chained:  # in the order given: a grid declares an XP after those it names
+        s = submissions[index]
+        missing = [sig for sig in s.after if sig not in known]
+        if missing:
+            raise UserError(f"XP {s.sig} refers to XP {missing[0]}, which has no job; submit that one first")
+        ids[index] = known[s.sig] = submit(s.sig, s.folder, s.argv, s.settings, after=[known[sig] for sig in s.after])
     return [ids[i] for i in range(len(submissions))]
 
 

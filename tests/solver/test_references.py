@@ -98,3 +98,10 @@ def test_continue_from_another_solver_is_refused(xp_root: Path, synth_cache: Pat
                                               r"'example'; this XP's solver is 'compression'"):
         with CompressionSolver(cfg) as solver:
             solver.run()
+
+
+def test_referenced_sigs_are_what_a_grid_orders_its_xps_by() -> None:
+    from baton.solver.references import referenced_sigs
+
+    values = ["//sig/0eab64bd", "//sig/f54497b0/ema", ["//sig/6d08eaa0/last", "plain"], "/data/xps/1234", 3, None]
+    assert referenced_sigs(values) == {"0eab64bd", "f54497b0", "6d08eaa0"}

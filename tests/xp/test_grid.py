@@ -90,6 +90,34 @@ def test_grid_runs_locally_and_retries_failed(wait_grid: Path, clean_env: Path):
     assert "done" in retry.stdout and "failed" in retry.stdout
 
 
+def test_an_xp_referring_to_a_failed_one_is_not_started(wait_project: Path, clean_env: Path):
+    """`-j 2`, and the second XP names the first by `//sig/`: it waits for it, and when the
+    first fails it is never started (its folder stays new) and the grid says why."""
+    grids = wait_project / "chaingrids"
+    grids.mkdir()
+    (grids / "__init__.py").write_text("")
+    (grids / "chain.py").write_text(
+        textwrap.dedent(
+            """\
+            from baton.xp.explore import explorer
+
+            @explorer(metrics=["train.loss"])
+            def explore(launcher):
+                launcher.bind_(solver="wait")
+                first = launcher(task={"fail": True})
+                launcher({"+task.after": f"//sig/{first.sig}"})
+            """
+        )
+    )
+    result = baton_cli("grid", "chain", "--package", "chaingrids", "--config-dir", "conf", "-j", "2", cwd=wait_project)
+    assert result.returncode == 1
+    by_status = {st.xp_status(xp): xp for xp in all_xps(clean_env)}
+    assert set(by_status) == {st.FAILED, st.NEW}
+    failed, waiting = by_status[st.FAILED], by_status[st.NEW]
+    assert f"XP {waiting.sig} not started: it refers to XP {failed.sig}, which did not finish" in result.stdout
+    assert not (waiting.path / "launcher.log").exists()
+
+
 def test_clear_checks_every_xp_before_deleting_any(wait_project: Path, clean_env: Path, tmp_path: Path):
     release = tmp_path / "release"
     grids = wait_project / "holdgrids"

@@ -173,3 +173,35 @@ def test_a_grid_goes_to_slurm_as_one_job_array(tmp_path: Path) -> None:
     table = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", "--format", "csv", env=env)
     assert "nothing to submit" in table.stdout
     assert table.stdout.count(",done,") == 4 and "slurm" in table.stdout.splitlines()[1]
+
+
+CHAIN = '''
+from baton.xp.explore import explorer
+
+
+@explorer(metrics=["valid.loss"])
+def explore(launcher):
+    launcher.bind_(solver="example", optim={"epochs": 1}, task={"num_train": 128})
+    launcher.slurm_(cpus_per_task=1, time=10)
+    first, *others = [launcher(optim={"lr": lr}) for lr in [1e-3, 2e-3, 3e-3, 4e-3]]  # a job array
+    launcher(optim={"lr": 5e-3}, continue_from=f"//sig/{first.sig}")
+'''
+
+
+def test_an_xp_that_continues_from_another_waits_for_its_job(tmp_path: Path) -> None:
+    """All go at once, four as a job array; the fifth job depends on the first array task
+    (afterok), so it starts from that XP's finished weights instead of stopping with "finish
+    it first"."""
+    env = grid_env(tmp_path, CHAIN)
+    result = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "submitted 5 XP(s) to SLURM" in result.stdout
+    folders = [p.parent for p in (tmp_path / "xps" / "xps").glob("*/.slurm.json")]
+    (second,) = [f for f in folders if "continue_from" in (f / ".argv.json").read_text()]
+    (first,) = [f for f in folders if "lr=0.001" in (f / ".argv.json").read_text()]
+    assert "_" in job_of(first) and "_" not in job_of(second)
+    assert job_field(job_of(second), "Dependency") in (f"afterok:{job_of(first)}(unfulfilled)", "(null)")
+    wait_until(lambda: all(ended(folder) for folder in folders), what="the chain")
+    assert job_field(job_of(first), "JobState") == job_field(job_of(second), "JobState") == "COMPLETED"
+    table = baton_cli("grid", "sweep", "--package", "mygrids", "--slurm", "--format", "csv", env=env).stdout
+    assert table.count(",done,") == 5, table

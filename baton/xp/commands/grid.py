@@ -93,9 +93,10 @@ def main(args: argparse.Namespace) -> int:
     if args.slurm:
         return _submit_grid(args.name, xps, folders, wanted, out, final_table)
     launcher = LocalLauncher(args.jobs, args.config_dir)
+    needs = _needs(xps)
     for folder in folders:
         if st.xp_status(folder) in wanted:
-            launcher.submit(folder.sig, folder.path)
+            launcher.submit(folder.sig, folder.path, after=needs[folder.sig])
     launched = [sig for sig, _ in launcher.pending]
     if not launched:
         final_table()
@@ -122,8 +123,20 @@ def main(args: argparse.Namespace) -> int:
     statuses = {f.sig: st.xp_status(f) for f in folders if f.sig in launched}
     bad = [sig for sig, status in statuses.items() if status != st.DONE]
     for sig in bad:
-        out.print(f"XP {sig} {statuses[sig]}: see {folders[0].path.parent / sig}/launcher.log", markup=False)
+        if sig in launcher.skipped:
+            out.print(f"XP {sig} not started: it refers to XP {launcher.skipped[sig]}, which did not finish", markup=False)
+        else:
+            out.print(f"XP {sig} {statuses[sig]}: see {folders[0].path.parent / sig}/launcher.log", markup=False)
     return 1 if bad else 0
+
+
+def _needs(xps: Sequence[Any]) -> dict[str, set[str]]:
+    """For each XP, the XPs of this grid it refers to by `//sig/` (its codec, say): it starts
+    after they finish, locally and on SLURM."""
+    from baton.solver.references import referenced_sigs
+
+    sigs = {xp.sig for xp in xps}
+    return {xp.sig: referenced_sigs(value for _, value in xp.delta) & sigs for xp in xps}
 
 
 class StatusLines:
@@ -214,13 +227,27 @@ def _submit_grid(name: str, xps: Sequence[Any], folders: Sequence[Any], wanted: 
     from baton.xp import status as st
 
     states = slurm.job_states([folder.path for folder in folders])
-    todo = [
-        slurm.Submission(xp.sig, Path(xp.folder), list(xp.overrides), slurm.settings_for(xp.cfg, xp.overrides))
-        for xp, folder in zip(xps, folders, strict=True)
-        if st.xp_status(folder) in wanted and states[folder.path] not in slurm.LIVE_STATES
-    ]
+    live = {f.sig: record["job_id"] for f in folders
+            if states[f.path] in slurm.LIVE_STATES and (record := slurm.job_record(f.path)) is not None}
+    statuses = {f.sig: st.xp_status(f) for f in folders}
+    needs = _needs(xps)
+    todo: list[slurm.Submission] = []
+    for xp, folder in zip(xps, folders, strict=True):
+        if statuses[folder.sig] not in wanted or folder.sig in live:
+            continue
+        submitted = {s.sig for s in todo}
+        blocked = [sig for sig in sorted(needs[xp.sig])
+                   if statuses[sig] != st.DONE and sig not in live and sig not in submitted]
+        if blocked:  # failed (and no -r), or a reference declared after this XP
+            out.print(f"grid {name}: XP {xp.sig} not submitted: it refers to XP {blocked[0]}, which is "
+                      f"{statuses[blocked[0]]} and not submitted", markup=False)
+            statuses[folder.sig] = "blocked"  # and so are the XPs that refer to this one
+            continue
+        after = tuple(sorted(sig for sig in needs[xp.sig] if sig in live or sig in submitted))
+        todo.append(slurm.Submission(xp.sig, Path(xp.folder), list(xp.overrides),
+                                     slurm.settings_for(xp.cfg, xp.overrides), after))
     if todo:
-        ids = slurm.submit_many(todo, name)
+        ids = slurm.submit_many(todo, name, live)
         out.print(f"grid {name}: submitted {len(todo)} XP(s) to SLURM (jobs {', '.join(ids)}); "
                   f"`baton grid {name}` shows their progress", markup=False)
     else:
