@@ -11,7 +11,7 @@ import torch
 import baton
 from baton.config import compose
 from baton.errors import CheckpointError, ConfigError
-from baton.solver.references import resolve
+from baton.solver.references import referenced_sigs, resolve
 from baton.tasks.compression import CompressionSolver
 from baton.tasks.example import ExampleSolver
 from tests.config.conftest import clean_env  # noqa: F401  (an XP root of the test's own)
@@ -101,7 +101,5 @@ def test_continue_from_another_solver_is_refused(xp_root: Path, synth_cache: Pat
 
 
 def test_referenced_sigs_are_what_a_grid_orders_its_xps_by() -> None:
-    from baton.solver.references import referenced_sigs
-
     values = ["//sig/0eab64bd", "//sig/f54497b0/ema", ["//sig/6d08eaa0/last", "plain"], "/data/xps/1234", 3, None]
     assert referenced_sigs(values) == {"0eab64bd", "f54497b0", "6d08eaa0"}
