@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from ..conditioners import ConditioningAttributes, build_conditioning, nullified
+from ..conditioners.conditioners import Embedded
 from .patterns import Pattern
+from .transformer import CausalDecoder, KVCache
 
 
 class CodesLM(nn.Module):
@@ -41,29 +43,35 @@ class CodesLM(nn.Module):
         conditioning = build_conditioning(conditioner, dim)
         self.conditioners, self.fuser = conditioning.provider, conditioning.fuser
         self.attribute_dropout, self.cfg_dropout = conditioning.attribute_dropout, conditioning.cfg_dropout
-        layer = nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True)
-        self.transformer = nn.TransformerDecoder(layer, layers)
-        self.norm = nn.LayerNorm(dim)
+        self.transformer = CausalDecoder(dim, heads, layers, dropout)
         self.heads = nn.ModuleList(nn.Linear(dim, card) for _ in range(num_codebooks))
 
     def forward(self, inputs: torch.Tensor, attributes: Sequence[ConditioningAttributes]) -> torch.Tensor:
         """inputs [B, S, K] code ids (`card` = empty) -> logits [B, S, K, card]."""
+        return self.logits(inputs, self.conditioners(attributes))
+
+    def logits(self, inputs: torch.Tensor, conditions: Mapping[str, Embedded], cache: KVCache | None = None) -> torch.Tensor:
+        """Logits of `inputs` given embedded conditions. With `cache`, `inputs` are the steps
+        after those cached: the conditions are prepended at the first call only (position 0),
+        and later steps take the positions after the cached ones."""
         steps = inputs.shape[1]
         x = sum(embed(inputs[..., k]) for k, embed in enumerate(self.embed))
-        fused = self.fuser(x, self.conditioners(attributes))
-        total = fused.x.shape[1]
-        if total > self.max_steps:
-            raise ValueError(f"{total} steps (with conditions) exceed max_steps={self.max_steps}; raise it")
-        h = fused.x + self.position(torch.arange(total, device=inputs.device))[None]
+        fused = self.fuser(x, conditions)
+        start = 0 if cache is None else cache.length
+        h, prefix = fused.x, fused.prefix
+        if start:  # the prefix is cached already
+            h, prefix = h[:, prefix:], 0
+        end = start + h.shape[1]
+        if end > self.max_steps:
+            raise ValueError(f"{end} steps (with conditions) exceed max_steps={self.max_steps}; raise it")
+        h = h + self.position(torch.arange(start, end, device=inputs.device))[None]
         batch = inputs.shape[0]
         memory = self.null_memory.expand(batch, 1, -1)
-        ignore = torch.zeros(batch, 1, dtype=torch.bool, device=inputs.device)
+        attendable = torch.ones(batch, 1, dtype=torch.bool, device=inputs.device)
         if fused.cross is not None and fused.cross_mask is not None:
             memory = torch.cat([memory, fused.cross], dim=1)
-            ignore = torch.cat([ignore, ~fused.cross_mask], dim=1)
-        causal = nn.Transformer.generate_square_subsequent_mask(total, device=inputs.device, dtype=h.dtype)
-        h = self.transformer(h, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=ignore)
-        h = self.norm(h[:, fused.prefix:])
+            attendable = torch.cat([attendable, fused.cross_mask], dim=1)
+        h = self.transformer(h, memory, attendable, cache)[:, prefix:]
         assert h.shape[1] == steps
         return torch.stack([head(h) for head in self.heads], dim=2)
 
@@ -75,20 +83,27 @@ class CodesLM(nn.Module):
     def generate(
         self, attributes: Sequence[ConditioningAttributes], frames: int, *, temperature: float = 1.0,
         top_k: int = 0, top_p: float = 0.0, cfg_scale: float = 1.0, generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
-        """Codes [B, K, frames] sampled for `attributes` (one item each)."""
+        """Codes [B, K, frames] sampled for `attributes` (one item each). Each step feeds only
+        the newest codes through the key/value cache; `use_cache=False` runs the whole sequence
+        at every step instead (the same result, slower: a reference for tests)."""
         device = self.position.weight.device
         batch, steps = len(attributes), self.pattern.num_steps(frames)
         _, valid = self.pattern.positions(frames)
         guided = cfg_scale != 1.0
-        conditions = list(attributes) + (nullified(attributes) if guided else [])
+        conditions = self.conditioners(list(attributes) + (nullified(attributes) if guided else []))
         sequence = torch.full((batch, steps, self.num_codebooks), self.card, dtype=torch.long, device=device)
         start = torch.full((batch, 1, self.num_codebooks), self.card, dtype=torch.long, device=device)
+        cache = self.transformer.new_cache() if use_cache else None
         for step in range(steps):
-            inputs = torch.cat([start, sequence[:, :step]], dim=1)
+            if cache is None:
+                inputs = torch.cat([start, sequence[:, :step]], dim=1)
+            else:
+                inputs = start if step == 0 else sequence[:, step - 1:step]
             if guided:
                 inputs = torch.cat([inputs, inputs])
-            logits = self.forward(inputs, conditions)[:, -1].float()  # [B(*2), K, card]
+            logits = self.logits(inputs, conditions, cache)[:, -1].float()  # [B(*2), K, card]
             if guided:
                 cond, uncond = logits.chunk(2)
                 logits = uncond + cfg_scale * (cond - uncond)
