@@ -6,9 +6,10 @@ The chain of XPs (docs/pipeline.md):
     compression XP  --//sig-->  LM XP (this task)  <--//sig--  classification XP
 
 - `compression_model_checkpoint: //sig/SIG` names the codec. It is loaded frozen; audio
-  becomes codes [K, frames] on the fly, or once per item from a token cache
-  (`tokens.cache: true`, fixed segments). The cache lives under `<xp root>/token_cache/<codec
-  sig>-<weights>/`, so a different codec never reuses another's tokens.
+  becomes codes [K, frames] on the fly, or once from a token cache (`tokens.cache: true`): a
+  fixed segment per item, or, where the split crops at random, each whole file, cropped anew
+  in codes every epoch. The cache lives under `<xp root>/token_cache/<codec sig>-<weights>/`,
+  so a different codec never reuses another's tokens.
 - Each item's attributes come from its label: `label` (categorical) and `description` (text,
   the label in words). The `conditioner` config group chooses the conditioners that read them.
 - `evaluate` conditions generation on the test items' labels. It decodes the codes with the
@@ -28,8 +29,10 @@ The chain of XPs (docs/pipeline.md):
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,9 @@ from ..atomic import write_bytes_atomic
 from ..conditioners import ConditioningAttributes
 from ..data.builders import audio_dataset, split_loaders
 from ..data.collate import AudioBatch
+from ..data.dataset import AudioDataset
 from ..data.loader import build_loader
+from ..data.rng import sample_generator
 from ..errors import ConfigError
 from ..metrics.averager import Averager
 from ..models.codec import CompressionModel
@@ -68,6 +73,28 @@ class CachedTokens(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"codes": self.codes[index].long(), "label": self.labels[index]}
+
+
+class CroppedTokens(Dataset):
+    """Items of a whole-file token cache, each cropped to `frames` codes at an offset drawn
+    from (seed, epoch, index), as `AudioDataset` draws its audio crops: a new crop of every
+    file each epoch, and the same ones again in a resumed run."""
+
+    def __init__(self, files: list[torch.Tensor], labels: torch.Tensor, frames: int, seed: int) -> None:
+        self.files, self.labels, self.frames, self.seed = files, labels, frames, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        codes = self.files[index]
+        draw = float(torch.rand((), generator=sample_generator(self.seed, self.epoch, index)))
+        offset = int(draw * (codes.shape[-1] - self.frames + 1))
+        return {"codes": codes[:, offset:offset + self.frames].long(), "label": self.labels[index]}
 
 
 @register_solver("lm")
@@ -128,26 +155,33 @@ class LMSolver(StandardSolver):
 
     # ----------------------------------------------------------------- tokens
     def cached_loader(self, split: str) -> Any:
-        """A loader over the split's codes, from the token cache (written on first use)."""
+        """A loader over the split's codes, from the token cache (written on first use): fixed
+        segments, or whole files cropped anew each epoch where the split crops at random."""
         audio = self.dataloaders[split].dataset
         data = self.cfg.dataset
-        if bool(data[split].get("random_crop", data.random_crop)):
-            raise ConfigError(
-                f"tokens.cache=true needs fixed segments, but dataset.{split}.random_crop is true; set it "
-                "to false, or tokens.cache=false to encode random crops on the fly"
-            )
-        path = self.token_cache_path(split, audio)
+        whole_files = bool(data[split].get("random_crop", data.random_crop))
+        path = self.token_cache_path(split, audio, whole_files)
         if distrib.rank() == 0 and not path.exists():
-            self.write_token_cache(split, path)
+            self.write_token_cache(split, path, whole_files)
         distrib.barrier()
         stored = torch.load(path, weights_only=True)
+        if whole_files:
+            dataset: Dataset = CroppedTokens(stored["files"], stored["labels"], self.frames_per_segment(audio), int(self.cfg.seed))
+        else:
+            dataset = CachedTokens(stored["codes"], stored["labels"])
         train = split == "train"
         return build_loader(
-            CachedTokens(stored["codes"], stored["labels"]), batch_size=self.batch_size, shuffle=train,
+            dataset, batch_size=self.batch_size, shuffle=train,
             seed=int(self.cfg.seed), collate_fn=default_collate, drop_last=train and bool(data.drop_last), pad=train,
         )
 
-    def token_cache_path(self, split: str, dataset: Any) -> Path:
+    def frames_per_segment(self, audio: AudioDataset) -> int:
+        """Codes the codec makes of one segment of the split (what on-the-fly encoding gives)."""
+        if audio.segment_frames is None:
+            raise ConfigError("tokens.cache=true with random crops needs dataset.segment_duration; set it")
+        return math.ceil(audio.segment_frames / self.codec.hop_length)
+
+    def token_cache_path(self, split: str, dataset: Any, whole_files: bool = False) -> Path:
         """<xp root>/token_cache/<codec sig>-<weights>/<split>-<hash of what the tokens depend on>.pt"""
         data = self.cfg.dataset
         section = data[split]
@@ -156,28 +190,49 @@ class LMSolver(StandardSolver):
             **{k: section.get(k, data[k]) for k in ("segment_duration", "sample_rate", "channels")},
             "num_codebooks": int(self.cfg.lm.num_codebooks), "classes": self.classes, "synth_seed": data.synth_seed,
         }
+        if whole_files:  # every file whole, padded to a segment at least: the crop length is not in them
+            key["whole_files"] = True
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
         root = Path(self.cfg.xp.root) / "token_cache" / f"{self.codec_ref.sig}-{self.codec_ref.which}"
         return root / f"{split}-{digest}.pt"
 
-    def write_token_cache(self, split: str, path: Path) -> None:
+    def write_token_cache(self, split: str, path: Path, whole_files: bool = False) -> None:
         """Every item of the split, in order: one unsharded, unshuffled pass that drops nothing."""
         audio = self.dataloaders[split].dataset
-        loader = build_loader(audio, batch_size=self.batch_size, shuffle=False, seed=int(self.cfg.seed),
-                              drop_last=False, pad=False, rank=0, world_size=1)
         dtype = torch.int16 if self.model.card <= torch.iinfo(torch.int16).max else torch.int32
-        codes, labels = [], []
-        for _, batch in self.loader_batches(loader):
-            codes.append(self.encode(batch.to(self.device)).to(dtype).cpu())
-            labels.append(batch.labels.cpu())
-        import io
-
+        if whole_files:
+            stored = self.encode_whole_files(audio, dtype)
+        else:
+            loader = build_loader(audio, batch_size=self.batch_size, shuffle=False, seed=int(self.cfg.seed),
+                                  drop_last=False, pad=False, rank=0, world_size=1)
+            codes, labels = [], []
+            for _, batch in self.loader_batches(loader):
+                codes.append(self.encode(batch.to(self.device)).to(dtype).cpu())
+                labels.append(batch.labels.cpu())
+            stored = {"codes": torch.cat(codes), "labels": torch.cat(labels)}
         buffer = io.BytesIO()
-        torch.save({"codes": torch.cat(codes), "labels": torch.cat(labels)}, buffer)
+        torch.save(stored, buffer)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, buffer.getvalue())
-        logger.info("token cache: %d %s items of codec XP %s written to %s", sum(len(c) for c in codes), split,
+        logger.info("token cache: %d %s items of codec XP %s written to %s", len(stored["labels"]), split,
                     self.codec_ref.sig, path)
+
+    @torch.no_grad()
+    def encode_whole_files(self, audio: AudioDataset, dtype: torch.dtype) -> dict[str, Any]:
+        """Each file encoded alone, whole (zero-padded to one segment when shorter, as the
+        audio crops are): {"files": [[K, frames_i]], "labels": [N]}."""
+        whole = AudioDataset(audio.entries, sample_rate=audio.sample_rate, channels=audio.channels,
+                             segment_duration=None, classes=audio.classes, seed=audio.seed)
+        shortest = audio.segment_frames or 0
+        files, labels = [], []
+        for index in range(len(whole)):
+            item = whole[index]
+            wav = torch.nn.functional.pad(item.wav, (0, max(0, shortest - item.wav.shape[-1])))
+            files.append(self.codec.encode(wav[None].to(self.device), int(self.cfg.lm.num_codebooks))[0].to(dtype).cpu())
+            if item.label is None:
+                raise ConfigError(f"{audio.entries[index].path} has no label in the manifest; the LM's attributes come from labels")
+            labels.append(item.label)
+        return {"files": files, "labels": torch.tensor(labels)}
 
     @torch.no_grad()
     def encode(self, batch: AudioBatch) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import baton
 from baton.conditioners import ConditioningAttributes, nullified
 from baton.config import compose
-from baton.tasks.lm import LMSolver
+from baton.tasks.lm import CroppedTokens, LMSolver
 from tests.solver.test_resume import assert_same
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +57,25 @@ def test_the_token_cache_is_written_once_per_codec(env: Path, codec: str) -> Non
     assert not torch.equal(torch.load(rebuilt[0], weights_only=True)["codes"], stored["codes"])
 
 
+def test_random_crops_come_from_a_cache_of_whole_files(env: Path, codec: str) -> None:
+    """`tokens.cache=true` where the split crops at random: each file is encoded whole once,
+    and every epoch takes a new window of its codes, drawn from (seed, epoch, index)."""
+    assert baton.run([*LM, f"compression_model_checkpoint=//sig/{codec}", "dataset.train.random_crop=true"]).status == "done"
+    (train,) = [f for f in cache_files(env) if f.name.startswith("train-")]
+    stored = torch.load(train, weights_only=True)
+    lengths = {codes.shape[-1] for codes in stored["files"]}
+    assert len(stored["files"]) == len(stored["labels"]) == 384 and min(lengths) >= 50 and len(lengths) > 10
+    crops = CroppedTokens(stored["files"], stored["labels"], frames=50, seed=0)
+    first = [crops[i]["codes"] for i in range(8)]
+    for index, window in enumerate(first):
+        whole = stored["files"][index].long()
+        assert any(torch.equal(whole[:, o:o + 50], window) for o in range(whole.shape[-1] - 49))
+    crops.set_epoch(1)
+    assert any(not torch.equal(crops[i]["codes"], first[i]) for i in range(8)), "a new crop each epoch"
+    crops.set_epoch(0)
+    assert all(torch.equal(crops[i]["codes"], first[i]) for i in range(8)), "the same crops for the same epoch"
+
+
 def test_conditioned_and_unconditional_generation(env: Path, codec: str) -> None:
     cfg = compose([*LM, f"compression_model_checkpoint=//sig/{codec}"])
     with LMSolver(cfg) as solver:
@@ -83,11 +102,12 @@ def test_an_lm_of_another_codec_type_is_refused(env: Path) -> None:
         LMSolver(cfg)
 
 
-def run_lm(codec: str, label: str, kill_after_checkpoint: bool = False) -> Path:
-    """`baton run` of a short LM XP; killed by SIGKILL once its first mid-epoch checkpoint exists."""
+def run_lm(codec: str, label: str, cache: bool, kill_after_checkpoint: bool = False) -> Path:
+    """`baton run` of a short LM XP on random crops, encoded on the fly or cropped from a token
+    cache of whole files; killed by SIGKILL once its first mid-epoch checkpoint exists."""
     args = [*LM, f"compression_model_checkpoint=//sig/{codec}", "optim.updates_per_epoch=6",
             "checkpoint.every_updates=2", "generate.every=0", "evaluate.every=0", f"label={label}",
-            "tokens.cache=false", "dataset.train.random_crop=true"]  # tokens of random crops, on the fly
+            f"tokens.cache={str(cache).lower()}", "dataset.train.random_crop=true"]
     proc = subprocess.Popen([sys.executable, "-m", "baton", "run", *args], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -110,10 +130,11 @@ def final(folder: Path) -> dict:
     return {"state": data["state"]["registered"], "history": (folder / "history.jsonl").read_bytes()}
 
 
-def test_an_lm_killed_mid_epoch_resumes_bit_exact(env: Path, codec: str) -> None:
+@pytest.mark.parametrize("cache", [False, True], ids=["on the fly", "cropped from the cache"])
+def test_an_lm_killed_mid_epoch_resumes_bit_exact(env: Path, codec: str, cache: bool) -> None:
     """Two XPs that differ only by their label train alike; one is killed and run again."""
-    straight = final(run_lm(codec, "straight"))
+    straight = final(run_lm(codec, "straight", cache))
     assert len(straight["history"].decode().splitlines()) == 2
-    folder = run_lm(codec, "killed", kill_after_checkpoint=True)
-    run_lm(codec, "killed")
+    folder = run_lm(codec, "killed", cache, kill_after_checkpoint=True)
+    run_lm(codec, "killed", cache)
     assert_same(final(folder), straight)
