@@ -120,3 +120,31 @@ def test_two_ranks_train_one_yaml_gan_equal_to_one_process(tmp_path: Path, synth
     for name in ("generator", "mpd", "msd"):
         assert_same_model(first["weights"][name], second["weights"][name], exact=True)
         assert_same_model(first["weights"][name], alone["weights"][name], atol=1e-4)
+
+
+LM = ["solver=lm/debug", "optim.epochs=1", "optim.updates_per_epoch=3", "dataset.batch_size=8",
+      "dataset.segment_duration=0.25", "dataset.valid.num_samples=8", "lm.dim=32", "lm.layers=1",
+      "lm.heads=2", "conditioner.cfg_dropout=0", "tokens.cache=true", "dataset.train.random_crop=false",
+      "generate.num_samples=2", "logging.tensorboard=false", "num_threads=1"]
+
+
+@pytest.mark.timeout(600)
+def test_two_ranks_train_one_lm_equal_to_one_process(tmp_path: Path, synth_cache: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LM over a real (tiny) codec XP, named by its folder since each run has its own XP
+    root. Rank 0 writes the token cache of every item while the other rank waits; then each
+    rank trains on its half of every batch. CFG dropout is off: it draws per item from each
+    rank's own generator, so two ranks and one process would drop different items."""
+    monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
+    run_baton(tmp_path, "codec", [*COMPRESSION, "model.ratios=[8,5,4]"], world=1)
+    (codec,) = (tmp_path / "codec" / "xps" / "xps").iterdir()
+    args = [*LM, f"compression_model_checkpoint={codec}"]
+    first, second = run_baton(tmp_path, "two", args, world=2)
+    (alone,) = run_baton(tmp_path, "one", args, world=1)
+    assert first["wrapped"] == {"model": "EngineDDP"}
+    assert_same_model(first["weights"]["model"], second["weights"]["model"], exact=True)
+    assert_same_model(first["weights"]["model"], alone["weights"]["model"], atol=1e-4)
+    caches = [sorted((tmp_path / name / "xps" / "token_cache").rglob("train-*.pt")) for name in ("two", "one")]
+    assert [len(found) for found in caches] == [1, 1]
+    two, one = (torch.load(found[0], weights_only=True) for found in caches)
+    assert torch.equal(two["codes"], one["codes"]) and torch.equal(two["labels"], one["labels"])
