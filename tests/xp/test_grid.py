@@ -49,24 +49,21 @@ def test_clear_asks_first(clean_env: Path, monkeypatch: pytest.MonkeyPatch, caps
     assert len(all_xps(clean_env)) == 3  # cleared, then declared again
 
 
+def write_grid(project: Path, package: str, name: str, body: str) -> None:
+    """`project/package/name.py`: a grid of WaitSolver XPs whose explorer runs `body`."""
+    grids = project / package
+    grids.mkdir(exist_ok=True)
+    (grids / "__init__.py").write_text("")
+    head = 'from baton.xp.explore import explorer\n\n@explorer(metrics=["train.loss"])\ndef explore(launcher):\n'
+    (grids / f"{name}.py").write_text(head + textwrap.indent('launcher.bind_(solver="wait")\n' + textwrap.dedent(body), "    "))
+
+
 @pytest.fixture
 def wait_grid(wait_project: Path) -> Path:
-    grids = wait_project / "waitgrids"
-    grids.mkdir()
-    (grids / "__init__.py").write_text("")
-    (grids / "pair.py").write_text(
-        textwrap.dedent(
-            """\
-            from baton.xp.explore import explorer
-
-            @explorer(metrics=["train.loss"])
-            def explore(launcher):
-                launcher.bind_(solver="wait")
-                launcher(task={"fail": False})
-                launcher({"task.fail": True})
-            """
-        )
-    )
+    write_grid(wait_project, "waitgrids", "pair", """\
+        launcher(task={"fail": False})
+        launcher({"task.fail": True})
+        """)
     return wait_project
 
 
@@ -93,22 +90,10 @@ def test_grid_runs_locally_and_retries_failed(wait_grid: Path, clean_env: Path):
 def test_an_xp_referring_to_a_failed_one_is_not_started(wait_project: Path, clean_env: Path):
     """`-j 2`, and the second XP names the first by `//sig/`: it waits for it, and when the
     first fails it is never started (its folder stays new) and the grid says why."""
-    grids = wait_project / "chaingrids"
-    grids.mkdir()
-    (grids / "__init__.py").write_text("")
-    (grids / "chain.py").write_text(
-        textwrap.dedent(
-            """\
-            from baton.xp.explore import explorer
-
-            @explorer(metrics=["train.loss"])
-            def explore(launcher):
-                launcher.bind_(solver="wait")
-                first = launcher(task={"fail": True})
-                launcher({"+task.after": f"//sig/{first.sig}"})
-            """
-        )
-    )
+    write_grid(wait_project, "chaingrids", "chain", """\
+        first = launcher(task={"fail": True})
+        launcher({"+task.after": f"//sig/{first.sig}"})
+        """)
     result = baton_cli("grid", "chain", "--package", "chaingrids", "--config-dir", "conf", "-j", "2", cwd=wait_project)
     assert result.returncode == 1
     by_status = {st.xp_status(xp): xp for xp in all_xps(clean_env)}
