@@ -117,6 +117,7 @@ class Brain(BaseSolver):
         self._loop_recovered = False
         self._epoch_values: list[Any] | None = None
         self._counter: Any = None
+        self._fit_finished = False  # latched when fit ends: see finished
         self.epoch_value: Any = None  # the epoch counter's value for the running epoch
         self.stage_results: dict[str, float] = {}  # the last stage's metrics over all items and ranks
         # Joins the world torchrun or srun describe (a no-op for one process), as ddp_init_group does.
@@ -413,7 +414,7 @@ class Brain(BaseSolver):
 
     @property
     def finished(self) -> bool:
-        return getattr(self, "_fit_finished", False) or self._counter_finished()
+        return self._fit_finished or self._counter_finished()
 
     def _counter_finished(self) -> bool:
         counter = self._counter

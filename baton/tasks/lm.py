@@ -160,13 +160,14 @@ class LMSolver(StandardSolver):
         audio = self.dataloaders[split].dataset
         data = self.cfg.dataset
         whole_files = bool(data[split].get("random_crop", data.random_crop))
+        frames = self.frames_per_segment(audio) if whole_files else 0  # checked before any encoding
         path = self.token_cache_path(split, audio, whole_files)
         if distrib.rank() == 0 and not path.exists():
             self.write_token_cache(split, path, whole_files)
         distrib.barrier()
         stored = torch.load(path, weights_only=True)
         if whole_files:
-            dataset: Dataset = CroppedTokens(stored["files"], stored["labels"], self.frames_per_segment(audio), int(self.cfg.seed))
+            dataset: Dataset = CroppedTokens(stored["files"], stored["labels"], frames, int(self.cfg.seed))
         else:
             dataset = CachedTokens(stored["codes"], stored["labels"])
         train = split == "train"
@@ -207,7 +208,7 @@ class LMSolver(StandardSolver):
                                   drop_last=False, pad=False, rank=0, world_size=1)
             codes, labels = [], []
             for _, batch in self.loader_batches(loader):
-                codes.append(self.encode(batch.to(self.device)).to(dtype).cpu())
+                codes.append(self.encode(batch.wav.to(self.device)).to(dtype).cpu())
                 labels.append(batch.labels.cpu())
             stored = {"codes": torch.cat(codes), "labels": torch.cat(labels)}
         buffer = io.BytesIO()
@@ -227,16 +228,17 @@ class LMSolver(StandardSolver):
         files, labels = [], []
         for index in range(len(whole)):
             item = whole[index]
-            wav = torch.nn.functional.pad(item.wav, (0, max(0, shortest - item.wav.shape[-1])))
-            files.append(self.codec.encode(wav[None].to(self.device), int(self.cfg.lm.num_codebooks))[0].to(dtype).cpu())
             if item.label is None:
                 raise ConfigError(f"{audio.entries[index].path} has no label in the manifest; the LM's attributes come from labels")
+            wav = torch.nn.functional.pad(item.wav, (0, max(0, shortest - item.wav.shape[-1])))
+            files.append(self.encode(wav[None].to(self.device))[0].to(dtype).cpu())
             labels.append(item.label)
         return {"files": files, "labels": torch.tensor(labels)}
 
     @torch.no_grad()
-    def encode(self, batch: AudioBatch) -> torch.Tensor:
-        return self.codec.encode(batch.wav, int(self.cfg.lm.num_codebooks))
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """Audio [B, C, T] -> the codec's first `lm.num_codebooks` codes [B, K, frames]."""
+        return self.codec.encode(wav, int(self.cfg.lm.num_codebooks))
 
     def attributes(self, labels: torch.Tensor) -> list[ConditioningAttributes]:
         """Each item's attributes, from its label: `label` (categorical) and `description` (text)."""
@@ -247,7 +249,7 @@ class LMSolver(StandardSolver):
     def codes_and_attributes(self, batch: Any) -> tuple[torch.Tensor, list[ConditioningAttributes]]:
         if isinstance(batch, AudioBatch):
             batch = batch.to(self.device)
-            return self.encode(batch), self.attributes(batch.labels)
+            return self.encode(batch.wav), self.attributes(batch.labels)
         return batch["codes"].to(self.device), self.attributes(batch["label"])
 
     # ----------------------------------------------------------------- stages
@@ -305,7 +307,7 @@ class LMSolver(StandardSolver):
             real = classifier.embed(batch.wav, batch.lengths)
             real_probs = classifier.head(real).softmax(-1)
             real_embeddings.append(real)
-            codes = self.encode(batch)
+            codes = self.encode(batch.wav)
             through_codec = self.codec.decode(codes, batch.wav.shape[-1])
             metrics = {"acc_real": (real_probs.argmax(-1) == target).float().mean(),
                        "acc_codec": (classifier(through_codec, batch.lengths).argmax(-1) == target).float().mean()}
