@@ -5,6 +5,7 @@ of protobuf `Record`s, which wandb's own `wandb.proto` module parses."""
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,18 @@ HEADER = 7  # b":W&B" + magic (2 bytes) + version (1 byte)
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def records(path: Path) -> list[Any]:
+def records(path: Path, timeout: float = 30.0) -> list[Any]:
+    """The run's records, once its `exit` record is in: `run.finish()` can return before
+    wandb's service process has written the offline file, so the reader waits for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _read(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _read(path: Path) -> list[Any]:
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()
