@@ -1,8 +1,7 @@
-"""The `baton` command: one subcommand per action, each in its own module.
+"""The `baton` command: one subcommand per action, each in its own module (see `baton.xp.cli`).
 
-Subcommand modules are imported only when chosen, so `baton --help` stays fast. A user error
-(`baton.errors.UserError`) is printed as one line and exits with code 2; `--debug` shows the
-traceback instead.
+A user error (`baton.errors.UserError`) is printed as one line and exits with code 2;
+`--debug` shows the traceback instead.
 
 The working directory is importable, but last on `sys.path` (after site-packages), whether
 baton runs as the `baton` script or as `python -m baton`: a project's own modules are found,
@@ -11,121 +10,23 @@ and a file there named like a library (`rich.py`, `omegaconf.py`) is never impor
 
 from __future__ import annotations
 
-import os
 import sys
+from collections.abc import Sequence
 
+from baton.xp.cli import run_command, working_directory_last
 
-def working_directory_last(path: list[str]) -> None:
-    """Move the working directory (`''`, `'.'` or its full path) to the end of `path`, in place.
-
-    A project's modules stay importable from where `baton` runs (`solver: mypkg.MySolver`,
-    `imports: [mypkg]`, grids), but a stray `rich.py` or `omegaconf.py` there can never shadow
-    a library: site-packages comes first.
-    """
-    cwd = os.getcwd()
-
-    def is_cwd(entry: str) -> bool:
-        try:
-            return entry in ("", ".") or os.path.abspath(entry) == cwd
-        except (OSError, ValueError):
-            return False
-
-    path[:] = [entry for entry in path if not is_cwd(entry)] + [cwd]
-
-
-# `python -m baton` has put the working directory first on sys.path: move it before anything
-# else is imported (the console script never has it there; `main` adds it at the end).
 if __name__ == "__main__":
     working_directory_last(sys.path)
 
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import traceback  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-
-# name -> (module, one-line help). The module provides add_arguments(parser) and main(args).
-COMMANDS = {
-    "run": ("baton.xp.commands.run", "run an XP (resumes it if it exists)"),
-    "info": ("baton.xp.commands.info", "show one XP: delta, status, metrics, log"),
-    "ls": ("baton.xp.commands.ls", "list every XP under the XP root"),
-    "grid": ("baton.xp.commands.grid", "declare, run and monitor a grid of XPs"),
-    "export": ("baton.xp.commands.export", "write an XP's weights to a plain file"),
-    "data": ("baton.data.cli", "prepare and inspect datasets"),
-    "new": ("baton.xp.commands.new", "scaffold a project: solver, config, grid, test, baton.toml"),
-}
-
-
-def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items())
-    parser = argparse.ArgumentParser(
-        prog="baton",
-        description="Train audio and speech models; manage their experiments (XPs).",
-        epilog=f"commands:\n{lines}\n\n`baton COMMAND --help` shows a command's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
-    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    return parser
-
-
-def _command_parser(name: str, module: object) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"baton {name}", description=COMMANDS[name][1])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
-    module.add_arguments(parser)  # type: ignore[attr-defined]
-    return parser
-
-
-def _load(name: str) -> object:
-    module_name = COMMANDS[name][0]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            from baton.errors import UserError
-
-            raise UserError(f"`baton {name}` is not available in this install ({module_name} is missing)") from None
-        raise
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     # Make the working directory importable, so a project's solvers (`solver: mypkg.MySolver`)
     # and grids are found without installing the project; last, so it never shadows a library.
     working_directory_last(sys.path)
-    top = _top_parser().parse_args(argv)
-    debug = top.debug
-    from baton.errors import UserError
+    return run_command(argv)
 
-    try:
-        module = _load(top.command)
-        args = _command_parser(top.command, module).parse_intermixed_args(top.args)
-        debug = debug or args.debug
-        code = int(module.main(args) or 0)  # type: ignore[attr-defined]
-        sys.stdout.flush()  # a closed pipe fails here, not at interpreter exit
-        return code
-    except UserError as exc:
-        if debug:
-            traceback.print_exc()
-        else:
-            print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # the reader went away (`baton run --dry_run | head`): stop quietly
-        from baton.xp.commands.common import closed_pipe
 
-        return closed_pipe()
-    except OSError as exc:  # a full disk, a read-only folder, a file where a folder should be
-        from baton.errors import file_system_fault
-
-        fault = file_system_fault(exc)
-        if fault is None or debug:
-            raise
-        print(f"error: {fault}", file=sys.stderr)
-        return fault.exit_code
-
+__all__ = ["main", "working_directory_last"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,7 @@ Layout in an XP folder:
 
 A file is `torch.save` of {"format": "baton", "version", "sig", "solver", "epoch", "state"}. The
 XP's signature and the writing solver's class are checked on load; `epoch` counts finished
-epochs; `state` is a `SolverState` (declared below; written by `baton.solver.snapshot`). Files
+epochs; `state` is a `SavedSolver` (declared below; written by `baton.solver.loop_state`). Files
 of older format versions are upgraded on read. Writes go through `baton.atomic` (temporary
 file in the same folder, fsync, rename), so a kill or a full disk leaves the previous file
 intact. A kept copy is a
@@ -34,7 +34,7 @@ import torch
 
 from .atomic import atomic_write, remove_stale_temporaries
 from .errors import CheckpointError, UnsafeCheckpointError, write_failure
-from .state import copy_state
+from .stateful import copy_state
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +44,13 @@ LATEST = "checkpoint.th"
 _KEPT = re.compile(r"^checkpoint_(\d+)\.th$")
 
 
-class BestState(TypedDict):
+class SavedBest(TypedDict):
     primary: str | None  # the config's best_metric.name (None: upgraded from version 1)
     values: dict[str | None, float]  # metric -> best value so far
     states: dict[str | None, dict[str, Any]]  # metric -> {registered name: state dict}
 
 
-class LoopState(TypedDict):
+class SavedLoop(TypedDict):
     epoch: int  # the epoch to run next (1-based)
     update: int  # optimizer updates done since the start
     history: list[dict[str, dict[str, float]]]  # one entry per finished epoch: stage -> metrics
@@ -62,12 +62,12 @@ class LoopState(TypedDict):
     rng: list[dict[str, Any]]  # every rank's RNG states (python, numpy, torch, cuda)
 
 
-class SolverState(TypedDict):
+class SavedSolver(TypedDict):
     registered: dict[str, Any]  # register_stateful names -> state_dict() or plain value
     modules: list[str]  # which registered names are modules (plain keys, never DDP's)
-    best: BestState
+    best: SavedBest
     ema: dict[str, Any] | None  # {"decay", "num_updates", "averages": {name: state dict}}
-    loop: LoopState
+    loop: SavedLoop
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:

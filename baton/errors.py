@@ -6,9 +6,11 @@ for bad input (config, CLI arguments, audio files, checkpoints), never for bugs 
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 # File-system faults a user can fix (space, permissions, a wrong path): one line, not a traceback.
@@ -35,6 +37,11 @@ class CheckpointError(UserError):
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint holds pickled objects beyond tensors and plain values: loading it could run
     arbitrary code, so it is refused unless the user says they trust the file."""
+
+
+class MissingRecoverableError(CheckpointError, RuntimeError):
+    """A checkpoint lacks a file for one of the Checkpointer's recoverables. A RuntimeError too,
+    as SpeechBrain raises one there."""
 
 
 class DataError(UserError):
@@ -94,3 +101,21 @@ def file_system_fault(exc: OSError) -> UserError | None:
         f"cannot write {path or 'a file'}: {write_failure(exc, where)}; free space, fix the "
         "permissions, or point baton elsewhere (BATON_XP_DIR, xp.root, -o)"
     )
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 1) -> str:
+    """Return ' (did you mean 'x'?)' for the closest candidates, or '' when none is close.
+
+    Dotted keys are compared whole and by their last component, so 'optim.lrr' finds 'optim.lr'
+    and 'optim.learning_rate' still finds nothing silly.
+    """
+    candidates = list(dict.fromkeys(candidates))
+    close = difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)
+    if not close and "." in word:
+        parent, _, leaf = word.rpartition(".")
+        siblings = [c for c in candidates if c.rpartition(".")[0] == parent]
+        leaves = difflib.get_close_matches(leaf, [s.rpartition(".")[2] for s in siblings], n=n)
+        close = [f"{parent}.{leaf_}" for leaf_ in leaves]
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"

@@ -1,18 +1,17 @@
-"""`Registry`: name -> class for one family of components a config names by `type` (step
-networks, injectors, losses, evaluators; conditioners), with a decorator a user's project uses
-to add its own without touching baton. Built-ins live in modules imported on first use, so
-`import baton` stays light.
+"""`Registry`: name -> class for one family of components a config names (step networks,
+injectors, losses, evaluators and conditioners by `type`; solvers by `solver`), with a decorator
+a user's project uses to add its own without touching baton. Built-ins live in modules imported
+on first use, so `import baton` stays light.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 
 class Registry:
@@ -21,11 +20,19 @@ class Registry:
     Args:
         family: what a component is called in messages ("loss", "conditioner").
         builtins: modules whose decorators register baton's own components.
+        lazy: name -> the module that registers it, imported only when that name is asked for
+            (a solver's module may import a whole task).
+        noun: how a config names one ("type" for components, "name" for solvers).
+        suggestions: close names offered for an unknown one.
     """
 
-    def __init__(self, family: str, builtins: Sequence[str] = ()) -> None:
+    def __init__(self, family: str, builtins: Sequence[str] = (), *, lazy: Mapping[str, str] | None = None,
+                 noun: str = "type", suggestions: int = 1) -> None:
         self.family = family
         self.builtins = tuple(builtins)
+        self.lazy = dict(lazy or {})
+        self.noun = noun
+        self.suggestions = suggestions
         self._entries: dict[str, Callable[..., Any]] = {}
         self._loaded = False
         self._loading = False
@@ -40,7 +47,7 @@ class Registry:
             # old definition; another object under a taken name is a mistake.
             if previous is not None and _qualified(previous) != _qualified(obj):
                 raise ValueError(
-                    f"{self.family} type '{name}' is taken by {_qualified(previous)}; pick another name"
+                    f"{self.family} {self.noun} '{name}' is taken by {_qualified(previous)}; pick another name"
                 )
             self._entries[name] = obj
             return obj
@@ -49,7 +56,7 @@ class Registry:
 
     def names(self) -> list[str]:
         self._load_builtins()
-        return sorted(self._entries)
+        return sorted(set(self._entries) | set(self.lazy))
 
     def get(self, name: str, where: str) -> Callable[..., Any]:
         """The class registered as `name`, or one given as an import path 'pkg.module.Class'.
@@ -58,6 +65,8 @@ class Registry:
             ConfigError: naming `where` (e.g. "steps.disc.losses.gan") and the known types.
         """
         self._load_builtins()
+        if name not in self._entries and name in self.lazy:
+            importlib.import_module(self.lazy[name])
         if name in self._entries:
             return self._entries[name]
         if "." in str(name):
@@ -66,10 +75,9 @@ class Registry:
                 return getattr(importlib.import_module(module_name), attr)
             except (ImportError, AttributeError) as exc:
                 raise ConfigError(f"{where}: cannot import {self.family} '{name}' ({exc})") from None
-        close = difflib.get_close_matches(str(name), self._entries, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(str(name), self.names(), n=self.suggestions)
         raise ConfigError(
-            f"{where}: unknown {self.family} type '{name}'{hint}; known: {', '.join(self.names())}, "
+            f"{where}: unknown {self.family} {self.noun} '{name}'{hint}; known: {', '.join(self.names())}, "
             "or an import path 'package.module.Class'"
         )
 
@@ -110,8 +118,7 @@ def check_options(factory: Callable[..., Any], options: Mapping[str, Any], where
     accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     for option in options:
         if option not in accepted:
-            close = difflib.get_close_matches(option, accepted, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(option, accepted)
             raise ConfigError(f"{where}: unknown option '{option}'{hint}; it takes {', '.join(accepted) or 'none'}")
     missing = [
         n for n, p in params.items()

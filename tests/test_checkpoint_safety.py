@@ -21,7 +21,7 @@ from baton.checkpoint import (
     write_atomic,
 )
 from baton.errors import CheckpointError, UnsafeCheckpointError
-from baton.state import capture_rng, restore_rng
+from baton.stateful import capture_rng, restore_rng
 
 
 class TouchOnLoad:

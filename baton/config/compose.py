@@ -17,8 +17,8 @@ from baton.config.overrides import Override, dedupe, parse_overrides
 from baton.config.project import find_project, unique
 from baton.config.reference import resolve_references
 from baton.config.search import config_dirs, find_config_file, group_options, search_places
-from baton.config.suggest import did_you_mean
-from baton.errors import ConfigError, yaml_error_line
+from baton.errors import ConfigError, did_you_mean, yaml_error_line
+from baton.layout import xp_folder
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -102,7 +102,7 @@ def compose_xp(overrides: Sequence[str] = (), config_dir: str | Sequence[str] | 
     with open_dict(full):
         full.xp.root = env.xp_root
         full.xp.sig = sig
-        full.xp.folder = str(Path(env.xp_root) / "xps" / sig)
+        full.xp.folder = str(xp_folder(env.xp_root, sig))
         full.xp.delta = {str(key): _plain_value(value) for key, value in delta}
         full.env = env.as_dict()
         full.imports = _with_project_imports(full.get("imports"))

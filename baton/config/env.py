@@ -21,8 +21,7 @@ from typing import Any
 
 from baton.config.project import find_project, project_xp_root
 from baton.config.search import config_dirs
-from baton.config.suggest import did_you_mean
-from baton.errors import ConfigError, yaml_error_line
+from baton.errors import ConfigError, did_you_mean, yaml_error_line
 
 DEFAULT_XP_ROOT = "./outputs"
 _TEAM_KEYS = ("hostnames", "clusters")

@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baton.config.suggest import did_you_mean
-from baton.errors import ConfigError
+from baton.errors import ConfigError, did_you_mean
 
 PROJECT_FILE = "baton.toml"
 DEFAULT_XP_DIR = "outputs"

@@ -1,6 +1,6 @@
 """Experiment trackers behind one interface: TensorBoard, MLflow, Weights & Biases, CSV.
 
-`logging.loggers` names the ones a run writes to; `ResultLogger` (baton/logging.py) feeds them
+`logging.loggers` names the ones a run writes to; `ResultLogger` (results.py) feeds them
 at each stage's end (never per update), on rank 0 only. See `base.ExperimentLogger`.
 """
 

@@ -8,7 +8,6 @@ config, see `baton/conf/model/*.yaml`), checked by `CompressionModelConfig`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baton.errors import ConfigError
+from baton.errors import ConfigError, did_you_mean
 from baton.models.quantization import ResidualVectorQuantizer
 from baton.models.seanet import SEANetDecoder, SEANetEncoder
 
@@ -162,8 +161,7 @@ class CompressionModelConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         for key in cfg:
             if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean '{where}.{close[0]}'?)" if close else ""
+                hint = did_you_mean(f"{where}.{key}", [f"{where}.{name}" for name in names])
                 raise ConfigError(f"unknown config key '{where}.{key}'{hint}")
         missing = [name for name in names if name not in cfg]
         if missing:

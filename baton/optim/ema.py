@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..state import copy_state
+from ..stateful import copy_state
 
 
 class ModuleEMA:

@@ -13,30 +13,80 @@ each stepper how many micro-batches the current update holds (`start_group`); th
   `run_step`; a hand-written loop writes `with stepper.micro_batch(): stepper.step(loss_fn())`;
 - on the last micro-batch, unscales (fp16), clips, steps the optimizer and then the scheduler,
   except when the GradScaler skipped the step for inf/nan gradients: then the scheduler waits
-  too, so the LR schedule follows real updates.
+  too, so the LR schedule follows real updates;
+- guards against non-finite losses (`nonfinite_patience`, None: off): a NaN/inf loss is not
+  backpropagated and its whole update is skipped (no optimizer or scheduler step, gradients
+  zeroed) and counted; `patience + 1` such updates in a row raise `NonFiniteLossError`. Under
+  DDP ranks must agree without an extra collective: a rank with a bad loss backpropagates it
+  times NaN, the all-reduce spreads the NaN, and every rank reads the same verdict from the
+  reduced gradients' norm (`skip_nonfinite_grads` asks for that check on one process too).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..errors import NonFiniteLossError
+
+
+def held_sync(modules: Iterable[nn.Module], hold: bool = True) -> contextlib.ExitStack:
+    """A context that holds back the gradient all-reduce of every DDP module in `modules` (the
+    micro-batches of an update but its last). DDP decides in the forward whether the backward
+    reduces, so the context must hold both."""
+    stack = contextlib.ExitStack()
+    if hold:
+        for module in modules:
+            if isinstance(module, DistributedDataParallel):
+                stack.enter_context(module.no_sync())
+    return stack
+
+
+class OptimizerGroup:
+    """Several optimizers stepped as one update (a Brain's `optimizers_dict`): one GradScaler
+    unscales and steps them together, one norm clips all their parameters."""
+
+    def __init__(self, optimizers: Mapping[str, torch.optim.Optimizer]) -> None:
+        self.optimizers = dict(optimizers)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for optimizer in self.optimizers.values() for group in optimizer.param_groups]
+
+    def step(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state[name])
+
 
 class GradientStepper:
     def __init__(
         self,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | OptimizerGroup,
         scheduler: Any = None,
         *,
         modules: Iterable[nn.Module] = (),
         max_norm: float | None = None,
         scaler: Any = None,
         name: str | None = None,
+        nonfinite_patience: int | None = None,
+        skip_nonfinite_grads: bool = False,
     ) -> None:
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -47,6 +97,12 @@ class GradientStepper:
         self.micro = 0
         self.skipped_updates = 0
         self.prefix = f"{name}_" if name else ""
+        self.name = name
+        self.nonfinite_patience = nonfinite_patience
+        self.skip_nonfinite_grads = skip_nonfinite_grads
+        self.nonfinite_losses = 0  # non-finite losses seen (each skipped its update)
+        self.nonfinite_in_a_row = 0  # updates skipped for them since the last good one
+        self._bad_loss = False  # the running update had a non-finite loss on this rank
 
     def start_group(self, size: int) -> None:
         """Announce that the next `size` calls to `step` form one update."""
@@ -67,14 +123,16 @@ class GradientStepper:
     @contextlib.contextmanager
     def micro_batch(self) -> Iterator[None]:
         """Hold one micro-batch's forward and backward: no DDP gradient sync unless it is the last."""
-        with contextlib.ExitStack() as stack:
-            if not self.last_micro_batch:
-                for module in self.modules:
-                    if isinstance(module, DistributedDataParallel):
-                        stack.enter_context(module.no_sync())
+        with held_sync(self.modules, not self.last_micro_batch):
             yield
 
     def backward(self, loss: torch.Tensor) -> None:
+        if self.nonfinite_patience is not None and not math.isfinite(loss.item()):
+            self.nonfinite_losses += 1
+            self._bad_loss = True
+            if not self.wraps_ddp:
+                return  # nothing to backpropagate: the update will be skipped
+            loss = loss * math.nan  # every rank's reduced gradients turn NaN: all skip alike
         if self.group_size != 1:  # x / 1 == x exactly: skip an op and its autograd node
             loss = loss / self.group_size
         if self.scaler is not None:
@@ -94,18 +152,30 @@ class GradientStepper:
             self.micro += 1
             return {}
         self.micro = 0
-        return self._update()
+        return self.finish_update()
 
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def _update(self) -> dict[str, Any]:
+    def finish_update(self, before_step: Callable[[], None] | None = None) -> dict[str, Any]:
+        """The update's end, after the backward of its last micro-batch: unscale (fp16), clip,
+        `before_step()` (a Brain's gradient check), step the optimizer and the scheduler unless
+        the update is skipped (non-finite loss, or the GradScaler found inf), zero the gradients."""
         metrics: dict[str, Any] = {}
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
+        norm = None
         if self.max_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._params(), self.max_norm)
             metrics[self.prefix + "grad_norm"] = norm
+        if self._nonfinite_update(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:  # unscale_ was called: the scaler expects a step
+                self.scaler.update()
+            metrics[self.prefix + "lr"] = self.optimizer.param_groups[0]["lr"]
+            return metrics
+        if before_step is not None:
+            before_step()
         stepped = True
         if self.scaler is not None:
             scale_before = self.scaler.get_scale()
@@ -122,13 +192,41 @@ class GradientStepper:
         metrics[self.prefix + "lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
 
+    def _nonfinite_update(self, norm: torch.Tensor | None) -> bool:
+        """Whether this update is skipped for a non-finite loss (or gradients); raises after
+        `nonfinite_patience + 1` of them in a row."""
+        if self.nonfinite_patience is None and not self.skip_nonfinite_grads:
+            return False
+        bad, self._bad_loss = self._bad_loss, False
+        if self.wraps_ddp or self.skip_nonfinite_grads:  # the reduced gradients decide, alike on every rank
+            if norm is None:
+                grads = [p.grad for p in self._params() if p.grad is not None]
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
+            bad = norm is not None and not math.isfinite(norm.item())
+        if not bad:
+            self.nonfinite_in_a_row = 0
+            return False
+        self.nonfinite_in_a_row += 1
+        patience = self.nonfinite_patience
+        if patience is not None and self.nonfinite_in_a_row > patience:
+            which = f"optimizer '{self.name}'" if self.name else "the optimizer"
+            raise NonFiniteLossError(
+                f"the loss of {which} was NaN/inf for {self.nonfinite_in_a_row} update(s) in a row "
+                f"(optim.nonfinite_patience={patience}); lower optim.lr, set optim.max_norm, check "
+                "the data, or raise optim.nonfinite_patience"
+            )
+        return True
+
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "skipped_updates": self.skipped_updates,
         }
+        if self.nonfinite_losses:  # only once there was one: the state of a healthy run keeps format 2's keys
+            state.update(nonfinite_losses=self.nonfinite_losses, nonfinite_in_a_row=self.nonfinite_in_a_row)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -137,3 +235,5 @@ class GradientStepper:
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.skipped_updates = state["skipped_updates"]
+        self.nonfinite_losses = state.get("nonfinite_losses", 0)
+        self.nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)

@@ -1,6 +1,6 @@
 """Solvers: the engine (BaseSolver) and the ways in (StandardSolver, Brain, ExtensibleSolver)."""
 
-from .base import BaseSolver
+from .loop import BaseSolver
 from .registry import get_solver_class, register_solver
 from .stage import Stage
 from .standard import StandardSolver

@@ -12,11 +12,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from ..checkpoint import BestState
+from ..checkpoint import SavedBest
 from ..errors import ConfigError
-from ..optim.ema import ModuleEMA
-from ..state import StateRegistry, copy_state
-from .settings import LoopSettings, MetricSpec
+from ..stateful import StateRegistry, copy_state
+from .settings import MetricSpec
 
 # (registered name, stage) -> its state dict, as the best state should keep it (the EMA weights
 # when valid ran with them).
@@ -88,7 +87,7 @@ class BestStates:
             return {}
         return self.states.get(self.spec(metric).name, {})
 
-    def state_dict(self) -> BestState:
+    def state_dict(self) -> SavedBest:
         values: dict[str | None, float] = {k: v for k, v in self.values.items()}  # noqa: C416
         states: dict[str | None, dict[str, Any]] = {k: v for k, v in self.states.items()}  # noqa: C416
         return {"primary": self.primary, "values": values, "states": states}
@@ -112,67 +111,3 @@ def swapped_in(stateful: StateRegistry, states: Mapping[str, Any]) -> Iterator[N
     finally:
         for name, state in live.items():
             stateful.get(name).load_state_dict(state)
-
-
-class BestStateTracking:
-    """The solver's best-state methods. Mixed into BaseSolver, whose attributes it uses
-    (declared below for readers and type checkers)."""
-
-    best: BestStates
-    stateful: StateRegistry
-    settings: LoopSettings
-    ema: ModuleEMA | None
-
-    def register_best(self, *names: str) -> None:
-        """Keep the state of these registered attributes at the best value of each tracked metric."""
-        for name in names:
-            if name not in self.stateful:
-                raise ValueError(f"register_best('{name}'): register_stateful('{name}') first")
-        self.best.names.extend(names)
-
-    def track_best(self, name: str, direction: str = "min", stage: str = "valid") -> None:
-        """Also keep a best state by metric `name` of `stage` (valid or train) beside `best_metric`.
-
-        Evaluate and generate run with a best state swapped in, not the weights being trained,
-        so their metrics cannot select a state to keep.
-        """
-        if stage not in ("valid", "train"):
-            raise ConfigError(
-                f"track_best('{name}', stage='{stage}'): {stage} runs with the best state, not the "
-                "trained weights; track a metric of valid or train"
-            )
-        self.best.track(MetricSpec(name, stage, direction))
-
-
-    def _adopt_best_metric_override(self) -> None:
-        """AudioCraft's solvers name their best metric in code: a `best_metric_name` property or
-        a `best_metric()` method. Honour either (None: keep no best state) over `best_metric.name`."""
-        cls = type(self)
-        if "best_metric_name" in dir(cls):
-            name = self.best_metric_name  # type: ignore[attr-defined]
-        elif callable(getattr(cls, "best_metric", None)):
-            name = self.best_metric()  # type: ignore[attr-defined]
-        else:
-            return
-        primary = self.settings.best_metric
-        self.best.set_primary(None if name is None else MetricSpec(str(name), primary.stage, primary.direction))
-
-
-    def _best_candidate(self, name: str, stage: str) -> Any:
-        if stage == "valid" and self.ema is not None and name in self.ema.modules:
-            return self.ema.averages[name]  # valid ran with the EMA weights: those scored
-        return self.stateful.get(name).state_dict()
-
-    @property
-    def best_value(self) -> float | None:
-        """The best value of `best_metric` so far."""
-        return self.best.value()
-
-    @property
-    def best_state(self) -> dict[str, Any]:
-        """The state kept at the best `best_metric` ({} before its stage first ran)."""
-        return self.best.state()
-
-    def swap_best_state(self, metric: str | None = None) -> Any:
-        """Context: run the block with the best state for `metric` (`best_metric` when None)."""
-        return swapped_in(self.stateful, self.best.state(metric))

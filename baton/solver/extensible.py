@@ -42,8 +42,10 @@ from ..optim import build_lr_scheduler, build_optimizer
 from ..optim.stepper import GradientStepper
 from ..steps.components import State, StepContext
 from ..steps.graph import BATCH_KEYS, Graph, Step, build_graph, check_provided
+from .loop import UpdateBatches
 from .registry import register_solver
 from .runtime import batch_size_of, per_rank_batch_size
+from .samples import SampleWriter
 from .standard import StandardSolver
 
 logger = logging.getLogger("baton.solver")
@@ -184,9 +186,9 @@ class ExtensibleSolver(StandardSolver):
         for name in names:
             self.ema.add(f"networks.{name}", self.networks[name])
 
-    def _best_candidate(self, name: str, stage: str) -> Any:
+    def best_candidate(self, name: str, stage: str) -> Any:
         if name != "networks" or stage != "valid" or self.ema is None:
-            return super()._best_candidate(name, stage)
+            return super().best_candidate(name, stage)
         state = self.networks.state_dict()
         for key, averages in self.ema.averages.items():  # valid scored the EMA weights
             state[key.split(".", 1)[1]] = averages
@@ -208,19 +210,22 @@ class ExtensibleSolver(StandardSolver):
 
     # ----------------------------------------------------------------- train
     def train(self) -> dict[str, float]:
-        average = self.stage_metrics
-        for update in self.train_updates():
-            states = [self.batch_state(batch) for batch in update.batches]
-            metrics: dict[str, Any] = {}
-            for step in self.graph.steps:
-                if step.active(self.update):
-                    metrics.update(self.train_step(step, update, states))
-                    for state in states:
-                        state.detach_()
-            average.update(metrics, count=sum(batch_size_of(b) for b in update.batches))
-        return average.result()
+        self.run_updates(self.train_update)
+        return self.stage_metrics.result()
 
-    def train_step(self, step: Step, update: Any, states: list[State]) -> dict[str, Any]:
+    def train_update(self, update: UpdateBatches) -> None:
+        """One update: each active step over the update's micro-batches, then its optimizer
+        step; the state is detached after each step."""
+        states = [self.batch_state(batch) for batch in update.batches]
+        metrics: dict[str, Any] = {}
+        for step in self.graph.steps:
+            if step.active(self.update_count):
+                metrics.update(self.train_step(step, update, states))
+                for state in states:
+                    state.detach_()
+        self.stage_metrics.update(metrics, count=sum(batch_size_of(b) for b in update.batches))
+
+    def train_step(self, step: Step, update: UpdateBatches, states: list[State]) -> dict[str, Any]:
         """One step over the update's micro-batches, then its optimizer step."""
         stepper = self.optimizers[step.name]
         terms: dict[str, torch.Tensor] = {}
@@ -262,7 +267,7 @@ class ExtensibleSolver(StandardSolver):
         def network(name: str) -> nn.Module:
             return self._callable[name] if name in trains else self.networks[name]
 
-        ctx = StepContext(state, network, trains, step.name, self.update, self.sample_rate, self.is_training)
+        ctx = StepContext(state, network, trains, step.name, self.update_count, self.sample_rate, self.is_training)
         self.provide(state, step.external_reads)
         return ctx
 
@@ -313,7 +318,7 @@ class ExtensibleSolver(StandardSolver):
             owner, injector = self.graph.writers[key]
             self.provide(state, list(injector.inputs))
             ctx = StepContext(
-                state, lambda name: self.networks[name], (), owner.name, self.update, self.sample_rate, self.is_training,
+                state, lambda name: self.networks[name], (), owner.name, self.update_count, self.sample_rate, self.is_training,
             )
             with torch.no_grad(), self.autocast():
                 self.run_injector(injector, ctx, provisional=True)
@@ -350,7 +355,7 @@ class ExtensibleSolver(StandardSolver):
             metrics: dict[str, Any] = {}
             if losses:
                 for step in self.graph.steps:
-                    if any(loss.active(self.update) for loss in step.losses):
+                    if any(loss.active(self.update_count) for loss in step.losses):
                         ctx = self.context(step, state, trained=False)
                         with self.autocast():
                             metrics.update(self.step_loss(step, ctx)[1])
@@ -362,31 +367,24 @@ class ExtensibleSolver(StandardSolver):
 
     def generate(self) -> dict[str, float]:
         """Write the state keys of `generate.audio` as WAVs for the first `generate.num_samples`
-        items: samples/<epoch>/<n>_<label>_<key>.wav."""
-        from ..data.audio import write_wav
-        from ..data.names import safe_filename
-
+        items: samples/<epoch>/<n>_<label>_<key>.wav (each once over all ranks, see SampleWriter)."""
         keys = list(self.cfg.generate.get("audio") or [])
         if not keys or "generate" not in self.dataloaders:
             return {}
-        folder = self.folder / "samples" / str(self.epoch)
-        folder.mkdir(parents=True, exist_ok=True)
-        limit, written = int(self.cfg.generate.num_samples), 0
+        limit = int(self.cfg.generate.num_samples)
+        writer = SampleWriter(self.folder / "samples" / str(self.epoch), limit)
         for _, batch in self.loader_batches(self.dataloaders["generate"], limit):
             state = self.batch_state(batch)
             self.provide(state, keys)
             infos = state.get("infos")
-            for i in range(batch_size_of(batch)):
-                if written >= limit:
-                    break
-                stem = f"{written:02d}"
-                if infos is not None and infos[i].label:
-                    stem += f"_{safe_filename(infos[i].label)}"
+            labels = [info.label for info in infos] if infos is not None else None
+            for i, _, stem in writer.items(batch_size_of(batch), labels):
                 length = int(state["lengths"][i]) if "lengths" in state else None
                 for key in keys:
-                    wav = state[key][i].float().clamp(-1, 1).cpu()
-                    write_wav(folder / f"{stem}_{key}.wav", wav[..., :length] if length else wav, self.sample_rate)
-                written += 1
+                    wav = state[key][i].float().clamp(-1, 1)
+                    writer.write(f"{stem}_{key}", wav[..., :length] if length else wav, self.sample_rate)
+            if writer.full:
+                break
         return {}
 
 

@@ -15,7 +15,6 @@ finished training, and an XP of another model type than the one expected.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..layout import CONFIG, HISTORY, xp_folder
 
 SIG_PREFIX = "//sig/"
 SOURCES = ("best", "ema", "last")
@@ -46,26 +46,20 @@ class Reference:
 
     def solver_class(self) -> Any:
         """The class that trained the referenced XP (its config's `imports` imported first)."""
-        from .registry import get_solver_class
+        from .registry import solver_class_of
 
-        for module in self.cfg.get("imports") or []:
-            importlib.import_module(str(module))
-        try:
-            return get_solver_class(str(self.cfg.solver))
-        except KeyError as exc:
-            raise ConfigError(f"{self.key}={self.text}: {exc.args[0]}") from None
+        return solver_class_of(self.cfg, where=f"{self.key}={self.text}")
 
     def weights(self) -> dict[str, Any]:
         """{registered module name: state dict} of the chosen weights."""
-        from ..checkpoint import CheckpointManager, checkpoint_weights
-        from ..checkpoint_layouts import brain_checkpointer, xp_weights
+        from ..xp_checkpoints import brain_save_folder, folder_weights
 
-        if brain_checkpointer(self.folder) is None:
-            data = CheckpointManager(self.folder, self.sig).load()
-            if data is None:
-                raise ConfigError(f"{self.key}={self.text}: XP {self.sig} has no checkpoint; train it first")
-            return checkpoint_weights(data, self.which, where=f"XP {self.sig}")
-        weights = xp_weights(self.folder, self.which, self.cfg.best_metric, sig=self.sig)
+        weights = folder_weights(
+            self.folder, self.which, self.cfg.best_metric, sig=self.sig, where=f"XP {self.sig}",
+            no_checkpoint=lambda: ConfigError(f"{self.key}={self.text}: XP {self.sig} has no checkpoint; train it first"),
+        )
+        if brain_save_folder(self.folder) is None:
+            return weights
         nested = bool(weights) and all(isinstance(v, Mapping) for v in weights.values())
         return weights if nested else {"model": weights}  # a Brain with one module
 
@@ -108,7 +102,7 @@ def resolve(text: str, xp_root: str | Path | None, key: str, *, finished: bool =
             which = parts[1]
         if xp_root is None:
             raise ConfigError(f"{key}={text}: xp.root is not set; compose the config with baton.config.compose")
-        folder = Path(xp_root) / "xps" / parts[0]
+        folder = xp_folder(xp_root, parts[0])
         if not folder.is_dir():
             raise ConfigError(
                 f"{key}={text}: there is no XP {parts[0]} under {Path(xp_root) / 'xps'}; "
@@ -118,7 +112,7 @@ def resolve(text: str, xp_root: str | Path | None, key: str, *, finished: bool =
         folder = Path(text).expanduser()
         if not folder.is_dir():
             raise ConfigError(f"{key}={text}: not an XP folder; give //sig/SIG or the folder of a trained XP")
-    config = folder / "config.yaml"
+    config = folder / CONFIG
     if not config.is_file():
         raise ConfigError(f"{key}={text}: {folder} has no config.yaml, so its model cannot be rebuilt")
     from omegaconf import OmegaConf
@@ -151,7 +145,7 @@ def referenced_sigs(values: Iterable[Any]) -> set[str]:
 
 def trained_epochs(folder: Path) -> int:
     """Epochs in the XP's history.jsonl (one line per finished epoch)."""
-    history = folder / "history.jsonl"
+    history = folder / HISTORY
     if not history.is_file():
         return 0
     return sum(1 for line in history.read_text().splitlines() if line.strip())

@@ -1,74 +1,61 @@
-"""Solvers are chosen by a plain name -> class map, or by an import path.
+"""Solvers are chosen by a plain name or by an import path, through one `Registry`.
 
 `@register_solver("compression")` makes `solver=compression` in a config pick that class. A user
 project that does not want to touch baton's registry sets `solver: mypkg.solvers.MySolver`.
+`solver_class_of(cfg)` is the one lookup every caller uses (`baton run`, grids, references):
+the config's `imports` first, then its `solver`.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
+from collections.abc import Callable
 from typing import Any
 
-_SOLVERS: dict[str, type] = {}
+from ..errors import ConfigError
+from ..registry import Registry
 
 # Baton's own solvers live in modules that are imported only when asked for, so `import baton`
 # stays light. name -> module that registers it.
-_BUILTIN_MODULES: dict[str, str] = {
+SOLVERS = Registry("solver", lazy={
     "extensible": "baton.solver.extensible",
     "example": "baton.tasks.example",
     "compression": "baton.tasks.compression",
     "classification": "baton.tasks.classification",
     "lm": "baton.tasks.lm",
-}
+}, noun="name", suggestions=3)
 
 
-def register_solver(name: str):
+def register_solver(name: str) -> Callable[[Any], Any]:
     """Class decorator: make the solver class available as `solver=<name>`."""
-
-    def decorator(cls: type) -> type:
-        previous = _SOLVERS.get(name)
-        # The same class defined again (a notebook cell run twice, importlib.reload) replaces
-        # the old definition; another class under a taken name is a mistake.
-        if previous is not None and _qualified(previous) != _qualified(cls):
-            raise ValueError(f"solver name '{name}' is taken by {_qualified(previous)}; pick another name")
-        _SOLVERS[name] = cls
-        return cls
-
-    return decorator
-
-
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return SOLVERS.register(name)
 
 
 def solver_names() -> list[str]:
-    return sorted(set(_SOLVERS) | set(_BUILTIN_MODULES))
+    return SOLVERS.names()
 
 
-def get_solver_class(name: str) -> Any:
+def get_solver_class(name: str, where: str = "config key 'solver'") -> Any:
     """Resolve a solver name or a dotted import path 'pkg.module.Class' to the class.
 
     Raises:
-        KeyError: with a one-line message listing close names when nothing matches.
+        ConfigError: naming `where`, with close names, when nothing matches.
     """
-    if name in _SOLVERS:
-        return _SOLVERS[name]
-    if name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
-        return _SOLVERS[name]
-    if "." in name:
-        module_name, _, attr = name.rpartition(".")
+    return SOLVERS.get(name, where)
+
+
+def solver_class_of(cfg: Any, where: str = "config key 'solver'", hint: Callable[[str], str] = lambda what: "") -> Any:
+    """The class `cfg.solver` names, after importing the modules of `cfg.imports`.
+
+    `hint(what)` ('imports' or 'solver') adds the caller's advice to the error (where solvers
+    are searched, a missing baton.toml).
+    """
+    for module in cfg.get("imports") or []:
         try:
-            module = importlib.import_module(module_name)
+            importlib.import_module(str(module))
         except ImportError as exc:
-            raise KeyError(f"solver '{name}': cannot import module '{module_name}' ({exc})") from None
-        if not hasattr(module, attr):
-            raise KeyError(f"solver '{name}': module '{module_name}' has no attribute '{attr}'")
-        return getattr(module, attr)
-    close = difflib.get_close_matches(name, solver_names(), n=3)
-    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise KeyError(
-        f"unknown solver '{name}'{hint}; known: {', '.join(solver_names()) or 'none'}, "
-        "or give an import path 'package.module.Class'"
-    )
+            raise ConfigError(f"imports: cannot import '{module}' ({exc}){hint('imports')}") from None
+    try:
+        return get_solver_class(str(cfg.solver), where)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{hint('solver')}") from None

@@ -42,6 +42,8 @@ class LoopSettings:
     accumulation_remainder: str  # drop | step
     seed: int
     max_norm: float | None
+    nonfinite_patience: int | None  # None: no guard (a NaN loss reaches the weights)
+    skip_nonfinite_grads: bool
     autocast: bool
     autocast_dtype: str
     compile: bool
@@ -78,6 +80,8 @@ class LoopSettings:
             accumulation_remainder=_choice(optim.accumulation_remainder, "optim.accumulation_remainder", ("drop", "step")),
             seed=_int(cfg.seed, "seed"),
             max_norm=None if optim.max_norm is None else float(optim.max_norm),
+            nonfinite_patience=_optional_int(optim.get("nonfinite_patience"), "optim.nonfinite_patience", minimum=0),
+            skip_nonfinite_grads=bool(optim.get("skip_nonfinite_grads", False)),
             autocast=bool(cfg.autocast),
             autocast_dtype=str(cfg.autocast_dtype),
             compile=bool(cfg.compile),

@@ -12,8 +12,9 @@ A task subclasses it and writes five methods:
 
 Train and valid share `common_train_valid`; valid runs with the EMA weights when EMA is on, and
 evaluate/generate with the best state. A solver with several optimizers (a GAN) overrides
-`train` and walks `self.train_updates()`: each update's micro-batches once per optimizer. After
-`run()`, `evaluate_on(name, loader)` evaluates on more test sets.
+`train` and passes its own function of one update to `self.run_updates`, which walks the
+update's micro-batches once per optimizer. After `run()`, `evaluate_on(name, loader)` evaluates
+on more test sets.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .base import BaseSolver
+from .loop import BaseSolver, UpdateBatches
 from .runtime import batch_size_of
 from .stage import Stage
 
@@ -92,12 +93,16 @@ class StandardSolver(BaseSolver):
         """Run `run_step` over the stage's batches and return the rank-averaged metrics.
 
         `stage` may be a name ('train', 'valid'), as AudioCraft's templates pass it."""
-        if Stage.of(stage) is Stage.TRAIN:
-            batches = self.train_batches()
-        else:
-            batches = self.loader_batches(self.dataloaders["valid"], self.settings.valid_num_samples)
         average = self.stage_metrics
-        for idx, batch in batches:
-            metrics = self.run_step(idx, batch, {})
-            average.update(metrics, count=batch_size_of(batch))
+        if Stage.of(stage) is Stage.TRAIN:
+            steppers = self.steppers()
+
+            def one_update(update: UpdateBatches) -> None:
+                for idx, batch in update.micro_batches(*steppers):
+                    average.update(self.run_step(idx, batch, {}), count=batch_size_of(batch))
+
+            self.run_updates(one_update)
+        else:
+            for idx, batch in self.loader_batches(self.dataloaders["valid"], self.settings.valid_num_samples):
+                average.update(self.run_step(idx, batch, {}), count=batch_size_of(batch))
         return average.result()

@@ -9,13 +9,12 @@ that no step trains and that is not `frozen`.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from . import registry
 from .components import Evaluator, Injector, Loss, as_list, gate
 
@@ -117,8 +116,7 @@ def _step(name: str, spec: dict[str, Any], networks: Mapping[str, NetworkSpec]) 
     where = f"steps.{name}"
     for key in spec:
         if key not in STEP_KEYS:
-            close = difflib.get_close_matches(key, STEP_KEYS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(key, STEP_KEYS)
             raise ConfigError(f"{where}: unknown key '{key}'{hint}; a step takes {', '.join(STEP_KEYS)}")
     trains = as_list(spec.get("training"))
     if not trains:
@@ -227,8 +225,7 @@ def check_provided(keys: list[str], where: str, writers: Mapping[str, Any], batc
     known = [*batch_keys, *writers]
     for key in keys:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(key, known)
             raise ConfigError(
                 f"{where} reads '{key}', which nothing provides{hint}; the batch gives {', '.join(batch_keys)}, "
                 f"injectors write {', '.join(writers) or 'nothing'}"

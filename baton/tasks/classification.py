@@ -21,18 +21,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..checkpointer import Checkpointer
 from ..data.builders import audio_dataset
 from ..data.collate import AudioBatch, collate_audio
-from ..epoch_counter import EpochCounter
 from ..errors import ConfigError
 from ..models.classifier import AudioClassifier
 from ..optim import build_lr_scheduler
-from ..solver.brain import Brain
 from ..solver.registry import register_solver
 from ..solver.runtime import per_rank_batch_size
 from ..solver.stage import Stage
-from ..state import seed_everything
+from ..speechbrain.brain import Brain
+from ..speechbrain.checkpointer import Checkpointer
+from ..speechbrain.epoch_counter import EpochCounter
+from ..stateful import seed_everything
 
 CHECKPOINTS = "save"  # the Checkpointer's folder inside the XP folder (SpeechBrain's save_folder)
 

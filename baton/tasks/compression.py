@@ -27,6 +27,7 @@ from ..models.codec import CompressionModel, build_compression_model
 from ..optim import build_lr_scheduler, build_optimizer
 from ..solver.registry import register_solver
 from ..solver.runtime import per_rank_batch_size
+from ..solver.samples import SampleWriter
 from ..solver.standard import StandardSolver
 
 SPLITS = ("train", "valid", "evaluate", "generate")
@@ -118,31 +119,23 @@ class CompressionSolver(StandardSolver):
         return results
 
     def generate(self) -> dict[str, float]:
-        """Write original/reconstructed pairs of the first `generate.num_samples` test items."""
-        from ..data.audio import write_wav
-        from ..data.names import safe_filename
-
-        folder = self.folder / "samples" / str(self.epoch)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = 0
+        """Write original/reconstructed pairs of the first `generate.num_samples` test items
+        (each once over all ranks, see SampleWriter)."""
         limit = int(self.cfg.generate.num_samples)
+        writer = SampleWriter(self.folder / "samples" / str(self.epoch), limit)
         for _, batch in self.loader_batches(self.dataloaders["generate"], limit):
             batch = batch.to(self.device)
             with self.autocast():
                 y = self.model(batch.wav).y.float()
-            for i in range(len(batch)):
-                if written >= limit:
-                    break
+            labels = [info.label for info in batch.infos] if batch.infos is not None else None
+            for i, _, stem in writer.items(len(batch), labels):
                 length = int(batch.lengths[i])
-                stem = f"{written:02d}"
-                if batch.infos is not None and batch.infos[i].label:
-                    # A label is data (`speech/male`, `../x`): a name, never a path.
-                    stem += f"_{safe_filename(batch.infos[i].label)}"
                 original, reconstructed = batch.wav[i, :, :length].cpu(), y[i, :, :length].clamp(-1, 1).cpu()
-                write_wav(folder / f"{stem}_original.wav", original, self.model.sample_rate)
-                write_wav(folder / f"{stem}_reconstructed.wav", reconstructed, self.model.sample_rate)
+                writer.write(f"{stem}_original", original, self.model.sample_rate)
+                writer.write(f"{stem}_reconstructed", reconstructed, self.model.sample_rate)
                 self.log_pair(stem, original.numpy(), reconstructed.numpy())
-                written += 1
+            if writer.full:
+                break
         return {}
 
     def log_pair(self, stem: str, original: Any, reconstructed: Any) -> None:

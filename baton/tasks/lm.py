@@ -55,6 +55,7 @@ from ..optim import build_lr_scheduler, build_optimizer
 from ..solver.references import Reference, resolve
 from ..solver.registry import register_solver
 from ..solver.runtime import per_rank_batch_size
+from ..solver.samples import SampleWriter
 from ..solver.standard import StandardSolver
 from .compression import CompressionSolver
 
@@ -329,27 +330,23 @@ class LMSolver(StandardSolver):
         return results
 
     def generate(self) -> dict[str, float]:
-        if distrib.rank() != 0:  # one set of files, not one per rank under the same names
-            return {}
-        from ..data.audio import write_wav
-        from ..data.names import safe_filename
-
-        folder = self.folder / "samples" / str(self.epoch)
-        folder.mkdir(parents=True, exist_ok=True)
-        limit, written = int(self.cfg.generate.num_samples), 0
-        for index, batch in self.loader_batches(self.dataloaders["generate"], limit):
+        """Sample the first `generate.num_samples` test items' labels at each CFG scale (each
+        item once over all ranks, see SampleWriter)."""
+        limit = int(self.cfg.generate.num_samples)
+        writer = SampleWriter(self.folder / "samples" / str(self.epoch), limit)
+        for _, batch in self.loader_batches(self.dataloaders["generate"], limit):
             batch = batch.to(self.device)
             frames = -(-batch.wav.shape[-1] // self.codec.hop_length)
-            take = min(len(batch), limit - written)
-            attributes = self.attributes(batch.labels[:take])
-            for scale in [float(s) for s in self.cfg.generate.cfg_scales]:
-                wav = self.sample(attributes, frames, scale, seed=int(self.cfg.seed) * 1000 + index)
-                for i, item in enumerate(attributes):
-                    label = safe_filename(str(item.categorical["label"]))
-                    write_wav(folder / f"{written + i:02d}_{label}_cfg{scale:g}.wav", wav[i].clamp(-1, 1).cpu(),
-                              self.codec.sample_rate)
-            written += take
-            if written >= limit:
+            names = [self.classes[int(i)] for i in batch.labels.tolist()]
+            items = list(writer.items(len(batch), names))
+            if items:
+                attributes = self.attributes(batch.labels[[i for i, _, _ in items]])
+                seed = int(self.cfg.seed) * 1000 + items[0][1]  # by the first item's position
+                for scale in [float(s) for s in self.cfg.generate.cfg_scales]:
+                    wav = self.sample(attributes, frames, scale, seed=seed)
+                    for (_, _, stem), one in zip(items, wav, strict=True):
+                        writer.write(f"{stem}_cfg{scale:g}", one.clamp(-1, 1), self.codec.sample_rate)
+            if writer.full:
                 break
         return {}
 

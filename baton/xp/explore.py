@@ -30,8 +30,7 @@ from typing import Any
 
 from baton.config.overrides import to_overrides
 from baton.config.project import PROJECT_FILE, find_project, no_project_note
-from baton.config.suggest import did_you_mean
-from baton.errors import UserError
+from baton.errors import UserError, did_you_mean
 
 GRID_PACKAGE_ENV = "BATON_GRID_PACKAGE"
 BATON_GRIDS = "baton.grids"

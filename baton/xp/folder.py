@@ -13,14 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from baton.atomic import write_text_atomic
-from baton.config.suggest import did_you_mean
-from baton.errors import UserError
+from baton.errors import UserError, did_you_mean
+from baton.layout import ARGV, CONFIG, ENV_LOG, HISTORY, SOLVER_LOG, xps_dir
 
-ARGV = ".argv.json"
-CONFIG = "config.yaml"
-ENV_LOG = "env.log"
-HISTORY = "history.jsonl"
-SOLVER_LOG = "solver.log"
+__all__ = ["ARGV", "CONFIG", "ENV_LOG", "HISTORY", "SOLVER_LOG", "XPFolder", "xps_dir"]
 
 
 class XPFolder:
@@ -132,10 +128,6 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
         raise UserError(f"{path} is corrupt ({exc}); restore it or delete the XP folder") from None
-
-
-def xps_dir(root: str | Path) -> Path:
-    return Path(root) / "xps"
 
 
 def all_xps(root: str | Path) -> list[XPFolder]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -10,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from baton.config import Composition, config_dirs, load_env
 from baton.config.overrides import dedupe, parse_overrides
-from baton.errors import ConfigError, UserError
+from baton.envinfo import describe
+from baton.errors import UserError
 from baton.xp import status as st
 from baton.xp.drift import check_config_drift, write_settings
-from baton.xp.envinfo import describe
 from baton.xp.folder import ENV_LOG, XPFolder, find_xp
 from baton.xp.lock import LOCK, Heartbeat, XPLock
 
 if TYPE_CHECKING:
-    from baton.solver.base import BaseSolver
+    from baton.solver.loop import BaseSolver
 
 # What a launcher asks of a solver class: `from_config(cfg)`, a context manager (closed after
 # the run), `run()`, and `finished` (done, or stopped early by should_stop). BaseSolver has it.
@@ -58,23 +57,17 @@ def solver_class(cfg: Any) -> type[BaseSolver]:
     Raises:
         ConfigError: the name or import path does not resolve.
     """
-    from baton.solver.registry import get_solver_class
+    from baton.config.project import no_project_note
+    from baton.config.search import solver_search_places
+    from baton.solver.registry import solver_class_of
 
-    for module in cfg.get("imports") or []:
-        try:
-            importlib.import_module(str(module))
-        except ImportError as exc:
-            from baton.config.project import no_project_note
+    def hint(what: str) -> str:
+        if what == "imports":
+            return no_project_note()
+        return f"; {solver_search_places(list(cfg.get('imports') or []))}"
 
-            raise ConfigError(f"imports: cannot import '{module}' ({exc}){no_project_note()}") from None
-    try:
-        cls: type[BaseSolver] = get_solver_class(str(cfg.solver))
-        return cls
-    except KeyError as exc:
-        from baton.config.search import solver_search_places
-
-        places = solver_search_places(list(cfg.get("imports") or []))
-        raise ConfigError(f"config key 'solver': {exc.args[0]}; {places}") from None
+    cls: type[BaseSolver] = solver_class_of(cfg, hint=hint)
+    return cls
 
 
 def clear_folder(folder: Path) -> None:
@@ -180,7 +173,7 @@ def _is_done(folder: XPFolder, xp: Composition) -> bool:
     """The XP finished (all `optim.epochs`, or stopped early by should_stop) and its checkpoint
     was not replaced since (a user rolling back with `cp checkpoint_3.th checkpoint.th` wants a
     resume, not a report)."""
-    from baton.checkpoint_layouts import last_checkpoint_time
+    from baton.xp_checkpoints import last_checkpoint_time
 
     record = st.read_exit(folder)
     written = last_checkpoint_time(folder.path)

@@ -128,22 +128,17 @@ class _Source:
 
     def weights(self, cfg: Any, which: str, trusted: bool) -> tuple[dict[str, Any], str]:
         """({registered name: state dict} or one state dict, where they came from)."""
-        from baton.checkpoint import CheckpointManager, checkpoint_weights, read_checkpoint
+        from baton.checkpoint import checkpoint_weights, read_checkpoint
 
         if self.kind == "exported":
             return _exported(self.path, trusted), str(self.path)
         if self.kind == "checkpoint":
             data = read_checkpoint(self.path, _sig(cfg), trusted=trusted)
             return checkpoint_weights(data, which, where=str(self.path)), str(self.path)
-        from baton.checkpoint_layouts import brain_checkpointer, xp_weights
+        from baton.xp_checkpoints import folder_weights
 
         where = f"the checkpoint in {self.path}"
-        if brain_checkpointer(self.path) is not None:
-            return xp_weights(self.path, which, cfg.best_metric, trusted=trusted), where
-        latest = CheckpointManager(self.path, _sig(cfg), trusted=trusted).load()
-        if latest is None:
-            raise CheckpointError(f"no checkpoint in {self.path}; train the XP first")
-        return checkpoint_weights(latest, which, where=where), where
+        return folder_weights(self.path, which, cfg.best_metric, sig=_sig(cfg), trusted=trusted, where=where), where
 
 
 def _resolve(sig_or_path: str | Path, config_dir: Sequence[str]) -> _Source:

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,10 +102,11 @@ class XPJob:
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # one task per GPU: torch.distributed's variables from SLURM's
             submitit.helpers.TorchDistributedEnvironment().export()
-        from baton.__main__ import main
+        from baton.xp.cli import run_command, working_directory_last
 
+        working_directory_last(sys.path)  # as the `baton` command does
         try:
-            code = main(["run", *self.argv])
+            code = run_command(["run", *self.argv])
         except SystemExit as stop:  # the engine's Interrupted: 128 + signal
             code = int(stop.code or 0)
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))

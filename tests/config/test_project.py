@@ -14,7 +14,7 @@ from baton.config.project import find_project, load_project, parse_flat_toml
 from baton.config.search import BATON_CONF, search_places, solver_search_places
 from baton.errors import ConfigError, UserError
 from baton.xp.explore import grid_packages, load_grid
-from baton.xp.scaffold import PROJECT_TOML
+from baton.xp.scaffold import template
 from tests.config.conftest import write
 
 SOLVER = "# @package _global_\ndefaults:\n  - /solver/default\n  - _self_\nsolver: example\n"
@@ -130,7 +130,7 @@ def test_a_bad_project_file_is_one_line(project: Path, text: str, message: str):
 def test_the_flat_reader_for_python_3_10_agrees_with_tomllib():
     tomllib = pytest.importorskip("tomllib")
     samples = [
-        PROJECT_TOML.replace("__NAME__", "mytask"),
+        template("project.toml").replace("__NAME__", "mytask"),
         'config_dirs = [\n  "conf",   # ours\n  \'../shared conf\',\n]\nimports = []\nxp_root = "/x/\\u00e9"\n',
         "# only a comment\n\n",
         'grid_package="a.b"',

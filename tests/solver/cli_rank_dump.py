@@ -14,8 +14,8 @@ import torch
 
 from baton import distrib
 from baton.__main__ import main
-from baton.solver.base import BaseSolver
-from baton.state import unwrap
+from baton.solver.loop import BaseSolver
+from baton.stateful import unwrap
 
 _close = BaseSolver.close
 

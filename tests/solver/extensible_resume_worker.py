@@ -39,7 +39,7 @@ class KilledSolver(ExtensibleSolver):
         super().__init__(cfg)
 
     def train_step(self, step: Any, update: Any, states: list[Any]) -> dict[str, Any]:
-        if step.name == "discriminator" and self.update == self.kill_at:
+        if step.name == "discriminator" and self.update_count == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         return super().train_step(step, update, states)
 

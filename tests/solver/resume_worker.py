@@ -101,7 +101,7 @@ class KilledSolver(ExampleSolver):
             self.dataloaders["train"] = loader
 
     def run_step(self, idx: int, batch: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-        if self.is_training and self.update == self.spec.get("kill_at_update"):
+        if self.is_training and self.update_count == self.spec.get("kill_at_update"):
             die()
         return super().run_step(idx, batch, metrics)
 

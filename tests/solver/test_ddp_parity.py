@@ -90,12 +90,26 @@ def test_metrics_over_uneven_shards_average_every_item_once(tmp_path: Path) -> N
 def test_two_ranks_train_one_codec_equal_to_one_process(tmp_path: Path, synth_cache: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
-    first, second = run_baton(tmp_path, "two", COMPRESSION, world=2)
-    (alone,) = run_baton(tmp_path, "one", COMPRESSION, world=1)
+    args = [arg for arg in COMPRESSION if not arg.startswith("generate.")] + ["generate.num_samples=3"]
+    first, second = run_baton(tmp_path, "two", args, world=2)
+    (alone,) = run_baton(tmp_path, "one", args, world=1)
     assert_same_model(first["weights"]["model"], second["weights"]["model"], exact=True)
     # Codebooks included: k-means init and dead-code replacement draw from the global batch
     # (drawn from rank 0's half, the codebooks differ by ~0.1, and so does everything after).
     assert_same_model(first["weights"]["model"], alone["weights"]["model"], atol=5e-4)
+    # generate on 2 ranks: each test item written once (rank 0 has items 0 and 2, rank 1 item
+    # 1), under the names one process gives them, holding the same audio.
+    two, one = (samples(tmp_path, name) for name in ("two", "one"))
+    assert sorted(two) == sorted(one) and len(one) == 6
+    assert [name[:2] for name in sorted(one)] == ["00", "00", "01", "01", "02", "02"]
+    for name in one:
+        if name.endswith("_original.wav"):
+            assert two[name] == one[name], name
+
+
+def samples(tmp: Path, name: str) -> dict[str, bytes]:
+    (folder,) = (tmp / name / "xps" / "xps").iterdir()
+    return {p.name: p.read_bytes() for p in (folder / "samples" / "1").glob("*.wav")}
 
 
 GAN = ["solver=gan/debug", "optim.epochs=1", "optim.updates_per_epoch=4", "dataset.batch_size=4",

@@ -37,7 +37,7 @@ def worker(rank: int, folder: str) -> None:
         torch.set_rng_state(state)
         history = solver.run()
         torch.save({"weights": solver.model.module.state_dict(), "reductions": solver.reductions,
-                    "updates": solver.update, "history": history, "draw": draw}, f"{folder}/rank{rank}.th")
+                    "updates": solver.update_count, "history": history, "draw": draw}, f"{folder}/rank{rank}.th")
     finally:
         dist.barrier()  # no rank tears gloo down while another still uses it
         dist.destroy_process_group()

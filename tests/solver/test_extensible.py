@@ -58,7 +58,7 @@ class Recording(ExtensibleSolver):
         if step.name == "generator" and "mpd" in self.graph.networks:
             self.leaked.append(any(p.grad is not None for p in self.networks["mpd"].parameters()))
         after = {n: weights(self.networks[n]) for n in self.graph.networks}
-        self.ran.append((step.name, self.update))
+        self.ran.append((step.name, self.update_count))
         self.snapshots.append((step.name, before, after))
         self.states_after.append([dict(s) for s in states])  # before the solver detaches them
         return metrics
@@ -299,34 +299,36 @@ class HandWrittenGAN(StandardSolver):
         self.register_stateful("generator", "mpd", "g_step", "d_step")
 
     def train(self) -> dict[str, float]:
+        self.run_updates(self.one_update)
+        return {}
+
+    def one_update(self, update: Any) -> None:
         from baton.steps.injectors import log_mel
 
-        for update in self.train_updates():
-            (_, batch), = update.micro_batches(self.g_step)
-            wav = batch.wav
-            # Generator step: the discriminator needs no gradient of its own here.
-            self.mpd.requires_grad_(False)
-            fake = self.generator(log_mel(wav, self.mel, 16000))
-            # The losses in the order the YAML lists them (autograd sums the gradients that
-            # reach `fake` in the order its uses were recorded).
-            l1 = torch.nn.functional.l1_loss(fake, wav)
-            fake_logits, fake_maps = self.mpd(fake)
-            with torch.no_grad():
-                _, real_maps = self.mpd(wav)
-            adv = torch.stack([(1 - t).pow(2).mean() for t in fake_logits]).sum()
-            fm = torch.stack([(f - r).abs().mean() for rs, fs in zip(real_maps, fake_maps, strict=True) for r, f in zip(rs, fs, strict=True)]).sum()
-            self.g_step.step(l1 * 10.0 + adv * 1.0 + fm * 2.0)
-            self.mpd.requires_grad_(True)
-            # Discriminator step, on the generator's output without its graph.
-            fake = fake.detach()
-            self.generator.requires_grad_(False)
-            list(update.micro_batches(self.d_step))
-            logits, _ = self.mpd(torch.cat([wav, fake]))
-            n = wav.shape[0]
-            disc = torch.stack([(1 - t[:n]).pow(2).mean() + t[n:].pow(2).mean() for t in logits]).sum()
-            self.d_step.step(disc * 1.0)
-            self.generator.requires_grad_(True)
-        return {}
+        (_, batch), = update.micro_batches(self.g_step)
+        wav = batch.wav
+        # Generator step: the discriminator needs no gradient of its own here.
+        self.mpd.requires_grad_(False)
+        fake = self.generator(log_mel(wav, self.mel, 16000))
+        # The losses in the order the YAML lists them (autograd sums the gradients that
+        # reach `fake` in the order its uses were recorded).
+        l1 = torch.nn.functional.l1_loss(fake, wav)
+        fake_logits, fake_maps = self.mpd(fake)
+        with torch.no_grad():
+            _, real_maps = self.mpd(wav)
+        adv = torch.stack([(1 - t).pow(2).mean() for t in fake_logits]).sum()
+        fm = torch.stack([(f - r).abs().mean() for rs, fs in zip(real_maps, fake_maps, strict=True) for r, f in zip(rs, fs, strict=True)]).sum()
+        self.g_step.step(l1 * 10.0 + adv * 1.0 + fm * 2.0)
+        self.mpd.requires_grad_(True)
+        # Discriminator step, on the generator's output without its graph.
+        fake = fake.detach()
+        self.generator.requires_grad_(False)
+        list(update.micro_batches(self.d_step))
+        logits, _ = self.mpd(torch.cat([wav, fake]))
+        n = wav.shape[0]
+        disc = torch.stack([(1 - t[:n]).pow(2).mean() + t[n:].pow(2).mean() for t in logits]).sum()
+        self.d_step.step(disc * 1.0)
+        self.generator.requires_grad_(True)
 
     def valid(self) -> dict[str, float]:
         return {}

@@ -42,9 +42,9 @@ def test_evaluate_and_generate_every_n_epochs_and_at_the_last(tmp_path: Path) ->
 def test_updates_per_epoch_continue_through_the_data(tmp_path: Path) -> None:
     s = solver(tmp_path, "optim.epochs=2", "optim.updates_per_epoch=5", "dataset.batch_size=64")
     s.run()
-    assert s.update == 10
+    assert s.update_count == 10
     # 256 items / 64 = 4 batches per data epoch: 10 batches = 2 full data epochs + 2 batches.
-    assert s._train_stream.state_dict() == {"epoch": 2, "position": 2}
+    assert s.train_stream.state_dict() == {"epoch": 2, "position": 2}
 
 
 @pytest.mark.parametrize("remainder, updates", [("drop", 2), ("step", 3)])
@@ -53,7 +53,7 @@ def test_short_last_accumulation_group(tmp_path: Path, remainder: str, updates: 
     s = solver(tmp_path, "optim.epochs=1", "optim.grad_accumulation=3",
                f"optim.accumulation_remainder={remainder}")
     s.run()
-    assert s.update == updates
+    assert s.update_count == updates
 
 
 def test_best_state_and_ema_are_restored_by_value(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from baton.errors import ConfigError
 from baton.optim import build_optimizer
+from baton.solver.loop import UpdateBatches
 from baton.solver.stage import Stage
 from baton.tasks.example import ExampleSolver, RegressionNet
 from tests.helpers import example_config
@@ -39,18 +40,20 @@ class TwoNets(ExampleSolver):
         self.seen: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (update, weight seen, weight after)
 
     def train(self) -> dict[str, float]:
-        for update in self.train_updates():
-            for _, (x, y) in update.micro_batches(self.stepper):
-                metrics = self.stepper.step(F.mse_loss(self.model(x), y))
-            stepped = self.model.net[0].weight.detach().clone()
-            for _, (x, y) in update.micro_batches(self.refiner_stepper):
-                seen = self.model.net[0].weight.detach().clone()  # what the second forward uses
-                with torch.no_grad():
-                    first = self.model(x)
-                metrics.update(self.refiner_stepper.step(F.mse_loss(self.refiner(first), y)))
-            self.seen.append((update.index, seen, stepped))
-            self.stage_metrics.update({"loss": F.mse_loss(self.model(x), y), **metrics}, count=len(x))
+        self.run_updates(self.one_update)
         return self.stage_metrics.result()
+
+    def one_update(self, update: UpdateBatches) -> None:
+        for _, (x, y) in update.micro_batches(self.stepper):
+            metrics = self.stepper.step(F.mse_loss(self.model(x), y))
+        stepped = self.model.net[0].weight.detach().clone()
+        for _, (x, y) in update.micro_batches(self.refiner_stepper):
+            seen = self.model.net[0].weight.detach().clone()  # what the second forward uses
+            with torch.no_grad():
+                first = self.model(x)
+            metrics.update(self.refiner_stepper.step(F.mse_loss(self.refiner(first), y)))
+        self.seen.append((update.index, seen, stepped))
+        self.stage_metrics.update({"loss": F.mse_loss(self.model(x), y), **metrics}, count=len(x))
 
 
 def two_nets(folder: Path, *overrides: str) -> TwoNets:
@@ -60,7 +63,7 @@ def two_nets(folder: Path, *overrides: str) -> TwoNets:
 def test_the_second_optimizer_sees_the_first_ones_update(tmp_path: Path) -> None:
     s = two_nets(tmp_path, "optim.epochs=1", "optim.grad_accumulation=2", "optim.updates_per_epoch=3")
     history = s.run()
-    assert [index for index, _, _ in s.seen] == [0, 1, 2] and s.update == 3
+    assert [index for index, _, _ in s.seen] == [0, 1, 2] and s.update_count == 3
     for _, seen, stepped in s.seen:
         assert torch.equal(seen, stepped)
     assert len({tuple(seen.flatten()[:4].tolist()) for _, seen, _ in s.seen}) == 3  # it moved
@@ -91,17 +94,19 @@ def test_a_module_cannot_be_averaged_twice(tmp_path: Path) -> None:
 
 
 def test_stopping_early_inside_an_update_loop_loses_no_update(tmp_path: Path) -> None:
-    """A caller that breaks out after an update still gets it counted (and its EMA step)."""
+    """A caller that ends the stage after an update (`stop_when`) still gets it counted (and
+    its EMA step)."""
     s = ExampleSolver(example_config(tmp_path, *FAST, "optim.epochs=1", "optim.ema.use=true"))
     s.prepare()
     s.stage = Stage.TRAIN
-    for update in s.train_updates():
+
+    def one_update(update: UpdateBatches) -> None:
         for _, (x, y) in update.micro_batches(s.stepper):
             s.stepper.step(F.mse_loss(s.model(x), y))
-        if update.index == 1:
-            break
-    assert s.update == 2 and s.ema.num_updates == 2 and s.train_done == 0
-    assert s._train_stream.state_dict() == {"epoch": 1, "position": 0}  # next epoch: a new pass
+
+    s.run_updates(one_update, stop_when=lambda: s.update_count == 2)
+    assert s.update_count == 2 and s.ema.num_updates == 2 and s.loop_state.train_done == 0
+    assert s.train_stream.state_dict() == {"epoch": 1, "position": 0}  # next epoch: a new pass
 
 
 class EarlyStopping(ExampleSolver):
@@ -122,7 +127,7 @@ class EarlyStopping(ExampleSolver):
 
 def test_should_stop_ends_training_and_a_rerun_does_not_continue(tmp_path: Path) -> None:
     s = EarlyStopping(example_config(tmp_path, *FAST, "optim.epochs=5"))
-    assert len(s.run()) == 2 and s.finished and s.stopped_early
+    assert len(s.run()) == 2 and s.finished and s.loop_state.stopped_early
     assert s.calls[:2] == [("before", Stage.TRAIN), ("after", Stage.TRAIN)]
     again = EarlyStopping(example_config(tmp_path, *FAST, "optim.epochs=5"))
     assert len(again.run()) == 2 and again.calls == []
@@ -168,7 +173,7 @@ def test_construction_through_from_config_and_late_optimizers(tmp_path: Path) ->
                 self.register_stateful("stepper")
 
     s = Late.from_config(example_config(tmp_path, *FAST, "optim.epochs=1", "task.hidden=8"))
-    assert isinstance(s, Late) and len(s.run()) == 1 and s.update == 4
+    assert isinstance(s, Late) and len(s.run()) == 1 and s.update_count == 4
 
 
 def test_unknown_extra_best_metric_is_named(tmp_path: Path) -> None:

@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @quiet_on_closed_pipe
 def main(args: argparse.Namespace) -> int:
-    from baton.checkpoint_layouts import xp_weights
     from baton.xp.folder import find_xp
     from baton.xp.launch import xp_root
+    from baton.xp_checkpoints import xp_weights
 
     output = Path(args.output)
     as_safetensors = output.suffix == ".safetensors"

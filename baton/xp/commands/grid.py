@@ -1,5 +1,8 @@
 """`baton grid NAME`: declare a grid's XPs, run the ones not done, show a table until all end.
 
+The grid itself (composing, clearing, running, submitting, the table) is `baton.xp.grid.Grid`,
+usable from Python; this module shows it.
+
 On a terminal the table is redrawn in place; without one (a log file, a pipe, CI) the grid
 prints one line each time an XP changes status, then the table once at the end.
 
@@ -11,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from baton.errors import UserError
 from baton.xp.commands.common import (
     add_config_dir,
     console,
     format_number,
     quiet_on_closed_pipe,
 )
-from baton.xp.commands.tables import add_format, render
+from baton.xp.commands.tables import add_format
 
 EXAMPLES = """\
 examples:
@@ -64,79 +65,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @quiet_on_closed_pipe
 def main(args: argparse.Namespace) -> int:
     from baton.xp import status as st
-    from baton.xp.explore import load_grid
-    from baton.xp.launch import init_xp
-    from baton.xp.local_launcher import LocalLauncher
+    from baton.xp.grid import Grid
 
-    explorer = load_grid(args.name, args.package)
-    xps = _compose_all(args.name, explorer.declare(args.config_dir), args.config_dir)
-    if args.clear:
-        _clear(args.name, xps, assume_yes=args.yes)
-    folders = [init_xp(xp) for xp in xps]
-    names = _short_names([xp.delta for xp in xps])
+    grid = Grid.load(args.name, args.package, args.config_dir, clear=args.clear, assume_yes=args.yes)
     out = console()
-
-    def table(fmt: str = "table") -> Any:
-        return _table(args.name, folders, names, explorer.metrics, fmt)
 
     def final_table() -> None:
         """The table the grid ends with, in `--format` (CSV and Markdown go to stdout as text)."""
         if args.format == "table":
-            out.print(table())
+            out.print(grid.table())
         else:
-            print(table(args.format), flush=True)
+            print(grid.table(args.format), flush=True)
+
+    def notify(message: str) -> None:
+        out.print(message if message.startswith(f"grid {args.name}:") else f"grid {args.name}: {message}", markup=False)
 
     if args.dry_run or args.init:
         final_table()
         return 0
-    wanted = {st.NEW, st.KILLED} | ({st.FAILED} if args.retry else set())
     if args.slurm:
-        return _submit_grid(args.name, xps, folders, wanted, out, final_table)
-    launcher = LocalLauncher(args.jobs, args.config_dir)
-    needs = _needs(xps)
-    for folder in folders:
-        if st.xp_status(folder) in wanted:
-            launcher.submit(folder.sig, folder.path, after=needs[folder.sig])
-    launched = [sig for sig, _ in launcher.pending]
-    if not launched:
+        grid.submit(args.retry, notify=notify)
         final_table()
-        failed = [f.sig for f in folders if st.xp_status(f) == st.FAILED]
+        return 0
+    if not grid.pending(args.retry):
+        final_table()
+        failed = [f.sig for f in grid.folders if st.xp_status(f) == st.FAILED]
         if failed:
             out.print(f"{len(failed)} failed XP(s); `baton grid {args.name} -r` runs them again", markup=False)
         return 0
-    out.print(f"grid {args.name}: running {len(launched)} of {len(folders)} XPs, {launcher.jobs} at a time", markup=False)
-
-    def notify(message: str) -> None:
-        out.print(f"grid {args.name}: {message}", markup=False)
-
     if out.is_terminal:
         from rich.live import Live
 
-        with Live(table(), console=out, refresh_per_second=1) as live:
-            stopped = launcher.wait(lambda: live.update(table()), notify=notify)
+        with Live(grid.table(), console=out, refresh_per_second=1) as live:
+            outcome = grid.run(args.jobs, args.retry, on_tick=lambda: live.update(grid.table()), notify=notify)
     else:
-        lines = StatusLines(args.name, folders, names, explorer.metrics, notify=out.print)
-        stopped = launcher.wait(lines.update, notify=notify)
+        lines = StatusLines(args.name, grid.folders, grid.names, grid.metrics, notify=out.print)
+        outcome = grid.run(args.jobs, args.retry, on_tick=lines.update, notify=notify)
         final_table()
-    if stopped is not None:
-        return _report_stop(args.name, stopped, [f for f in folders if f.sig in launched], out)
-    statuses = {f.sig: st.xp_status(f) for f in folders if f.sig in launched}
-    bad = [sig for sig, status in statuses.items() if status != st.DONE]
+    if outcome.stopped is not None:
+        return _report_stop(args.name, outcome.stopped, [f for f in grid.folders if f.sig in outcome.launched], out)
+    bad = [sig for sig, status in outcome.statuses.items() if status != st.DONE]
     for sig in bad:
-        if sig in launcher.skipped:
-            out.print(f"XP {sig} not started: it refers to XP {launcher.skipped[sig]}, which did not finish", markup=False)
+        if sig in outcome.skipped:
+            out.print(f"XP {sig} not started: it refers to XP {outcome.skipped[sig]}, which did not finish", markup=False)
         else:
-            out.print(f"XP {sig} {statuses[sig]}: see {folders[0].path.parent / sig}/launcher.log", markup=False)
+            out.print(f"XP {sig} {outcome.statuses[sig]}: see {grid.folders[0].path.parent / sig}/launcher.log", markup=False)
     return 1 if bad else 0
-
-
-def _needs(xps: Sequence[Any]) -> dict[str, set[str]]:
-    """For each XP, the XPs of this grid it refers to by `//sig/` (its codec, say): it starts
-    after they finish, locally and on SLURM."""
-    from baton.solver.references import referenced_sigs
-
-    sigs = {xp.sig for xp in xps}
-    return {xp.sig: referenced_sigs(value for _, value in xp.delta) & sigs for xp in xps}
 
 
 class StatusLines:
@@ -201,130 +175,3 @@ def _report_stop(name: str, signum: int, launched: Sequence[Any], out: Any) -> i
         markup=False,
     )
     return 128 + signum
-
-
-def _compose_all(name: str, declared: Sequence[Sequence[str]], config_dir: Sequence[str]) -> list[Any]:
-    from baton.config import compose_xp
-    from baton.errors import ConfigError
-
-    xps, seen = [], set()
-    for index, overrides in enumerate(declared):
-        try:
-            xp = compose_xp(list(overrides), config_dir)
-        except ConfigError as exc:
-            raise ConfigError(f"grid {name}, XP {index} ({' '.join(overrides)}): {exc}") from None
-        if xp.sig not in seen:
-            seen.add(xp.sig)
-            xps.append(xp)
-    if not xps:
-        raise UserError(f"grid {name} declares no XP: its explorer never calls the launcher")
-    return xps
-
-
-def _submit_grid(name: str, xps: Sequence[Any], folders: Sequence[Any], wanted: set[str], out: Any, final_table: Any) -> int:
-    """`--slurm`: submit the XPs in `wanted` states that have no live job, then show the table."""
-    from baton.xp import slurm
-    from baton.xp import status as st
-
-    states = slurm.job_states([folder.path for folder in folders])
-    live = {f.sig: record["job_id"] for f in folders
-            if states[f.path] in slurm.LIVE_STATES and (record := slurm.job_record(f.path)) is not None}
-    statuses = {f.sig: st.xp_status(f) for f in folders}
-    needs = _needs(xps)
-    todo: list[slurm.Submission] = []
-    for xp, folder in zip(xps, folders, strict=True):
-        if statuses[folder.sig] not in wanted or folder.sig in live:
-            continue
-        submitted = {s.sig for s in todo}
-        blocked = [sig for sig in sorted(needs[xp.sig])
-                   if statuses[sig] != st.DONE and sig not in live and sig not in submitted]
-        if blocked:  # failed (and no -r), or a reference declared after this XP
-            out.print(f"grid {name}: XP {xp.sig} not submitted: it refers to XP {blocked[0]}, which is "
-                      f"{statuses[blocked[0]]} and not submitted", markup=False)
-            statuses[folder.sig] = "blocked"  # and so are the XPs that refer to this one
-            continue
-        after = tuple(sorted(sig for sig in needs[xp.sig] if sig in live or sig in submitted))
-        todo.append(slurm.Submission(xp.sig, Path(xp.folder), list(xp.overrides),
-                                     slurm.settings_for(xp.cfg, xp.overrides), after))
-    if todo:
-        ids = slurm.submit_many(todo, name, live)
-        out.print(f"grid {name}: submitted {len(todo)} XP(s) to SLURM (jobs {', '.join(ids)}); "
-                  f"`baton grid {name}` shows their progress", markup=False)
-    else:
-        out.print(f"grid {name}: nothing to submit (done, or with a live job)", markup=False)
-    final_table()
-    return 0
-
-
-def _clear(name: str, xps: Sequence[Any], assume_yes: bool) -> None:
-    """Delete the folders of the grid's XPs, all or none.
-
-    Every XP's lock is taken before anything is deleted, and held until the end: a running XP
-    (lock held by a live process) refuses the whole clear, naming it, with nothing deleted, and
-    no XP can start between the check and the deletion.
-
-    Raises:
-        UserError: an XP is running, or the user did not confirm; nothing was deleted.
-    """
-    from contextlib import ExitStack
-
-    from baton.xp.launch import clear_folder
-    from baton.xp.lock import XPBusyError, XPLock
-
-    existing = [Path(xp.folder) for xp in xps if Path(xp.folder).is_dir()]
-    if not existing:
-        return
-    from baton.xp.slurm import LIVE_STATES, cancel, job_states
-
-    states = job_states(existing)
-    live = [folder for folder in existing if states[folder] in LIVE_STATES]
-    if live:  # their jobs hold the XPs' locks: cancel them (once confirmed) before locking
-        if not assume_yes:
-            answer = input(f"cancel {len(live)} SLURM job(s) and delete the folders of {len(existing)} XP(s) of grid {name}? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                raise UserError("--clear cancelled; nothing cancelled or deleted")
-            assume_yes = True
-        for folder in live:
-            cancel(folder)
-    with ExitStack() as locks:
-        for folder in existing:
-            try:
-                locks.enter_context(XPLock(folder))
-            except XPBusyError as exc:
-                raise UserError(f"grid {name} --clear: nothing deleted, {exc}") from None
-        if not assume_yes:
-            answer = input(f"delete the folders of {len(existing)} XP(s) of grid {name}? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                raise UserError("--clear cancelled; nothing deleted")
-        for folder in existing:
-            clear_folder(folder)
-
-
-def _short_names(deltas: Sequence[Sequence[tuple[str, Any]]]) -> list[str]:
-    """Each XP's delta without the entries every XP of the grid shares."""
-    from baton.config.signature import format_delta
-
-    sets = [{(k, repr(v)) for k, v in delta} for delta in deltas]
-    common = set.intersection(*sets) if len(sets) > 1 else set()
-    names = []
-    for delta in deltas:
-        own = [(k, v) for k, v in delta if (k, repr(v)) not in common]
-        names.append(format_delta(own) or "(base)")
-    return names
-
-
-def _table(name: str, folders: Sequence[Any], names: Sequence[str], metrics: Sequence[str], fmt: str = "table") -> Any:
-    from baton.xp.slurm import job_record, job_states
-    from baton.xp.status import summarize
-
-    rows = []
-    jobs = [job_record(folder.path) for folder in folders]
-    states = job_states([folder.path for folder in folders]) if any(jobs) else {}
-    for index, (folder, xp_name, job) in enumerate(zip(folders, names, jobs, strict=True)):
-        summary = summarize(folder)
-        row = [index, xp_name, summary.status, summary.sig, summary.epoch, *(summary.metric(m) for m in metrics)]
-        if any(jobs):
-            row.append(f"{job['job_id']} {states[folder.path] or ''}".strip() if job else "")
-        rows.append(row)
-    headers = ["#", "name", "state", "sig", "epoch", *metrics, *(["slurm"] if any(jobs) else [])]
-    return render(fmt, f"grid {name}", headers, rows, right=("#", "epoch", *metrics))

@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _checkpoint_epoch(folder: Path, *, trusted: bool = False) -> str:
-    from baton.checkpoint_layouts import describe_latest
+    from baton.xp_checkpoints import describe_latest
 
     return describe_latest(folder, trusted=trusted)
 
@@ -132,8 +132,7 @@ def select_columns(columns: Sequence[tuple[str, str]], names: str) -> list[tuple
     Raises:
         UserError: a name matches no column (the message lists the columns there are).
     """
-    from baton.config.suggest import did_you_mean
-    from baton.errors import UserError
+    from baton.errors import UserError, did_you_mean
 
     chosen: list[tuple[str, str]] = []
     for pattern in filter(None, (name.strip() for name in names.split(","))):

@@ -237,3 +237,17 @@ def test_evaluate_with_a_key_no_checkpoint_has_is_one_line_naming_the_keys(tmp_p
         brain.evaluate(regression_data(4), min_key="err")
     # A save of the recipe's own after evaluate (outside the stage hooks) works.
     assert brain.checkpointer.save_checkpoint(name="latest") is not None
+
+
+def test_run_options_are_speechbrains_type_of_run_opts():
+    hparams_file, run_opts, overrides = sb.RunOptions.from_command_line_args(
+        ["hparams.yaml", "--device", "cpu", "--grad_accumulation_factor", "2", "--lr", "0.1"])
+    assert (hparams_file, overrides) == ("hparams.yaml", "lr: 0.1")
+    assert run_opts["device"] == "cpu" and run_opts.grad_accumulation_factor == 2
+    assert run_opts.overridden_args == {"device", "grad_accumulation_factor"}
+    assert run_opts.nonfinite_patience == 3  # not given: its default, as an attribute only
+    assert "nonfinite_patience" not in run_opts
+    brain = Regression({"model": torch.nn.Linear(4, 2)}, lambda p: SGD(p, lr=0.1), run_opts=run_opts)
+    assert brain.grad_accumulation_factor == 2
+    with pytest.raises(ConfigError, match=r"unknown run option 'devise' \(did you mean 'device'\?\)"):
+        sb.RunOptions({"devise": "cpu"})

@@ -13,12 +13,14 @@ counters write.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .checkpointer import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from ..solver.loop_state import LoopState
+from .hooks import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +134,34 @@ class EpochCounterWithStopper(EpochCounter):
         self.best_limit = int(saved.get("best_epoch", self.best_limit))
         self.best_score = float(saved.get("best_score", self.best_score))
         self.should_stop = bool(saved.get("should_stop", self.should_stop))
+
+
+class FitEpochs:
+    """The epochs `Brain.fit` runs: those of its epoch counter (an EpochCounter, or any iterable
+    such as `range(n)`) from the engine's position, which a recovered checkpoint set."""
+
+    def __init__(self, counter: Iterable[Any]) -> None:
+        self.counter = counter
+        self.values: list[Any] | None = None  # an iterable's epochs (an EpochCounter counts itself)
+
+    def remaining(self, loop: LoopState, recovered: bool) -> Iterator[Any]:
+        """An EpochCounter the Checkpointer did not restore is moved to the engine's epoch (or
+        the engine to its, when it was restored from a checkpoint SpeechBrain wrote); an
+        iterable is skipped ahead."""
+        counter: Any = self.counter
+        if hasattr(counter, "current") and hasattr(counter, "limit"):
+            if not recovered and counter.current:
+                loop.epoch = int(counter.current) + 1
+            if counter.current != loop.epoch - 1:
+                counter.current = loop.epoch - 1
+            return iter(counter)
+        self.values = list(counter)
+        return iter(self.values[loop.epoch - 1:])
+
+    def finished(self, loop: LoopState) -> bool:
+        if loop.stopped_early:
+            return True
+        if self.values is not None:
+            return loop.epoch - 1 >= len(self.values)
+        counter: Any = self.counter
+        return bool(counter.current >= counter.limit or getattr(counter, "should_stop", False))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from baton.checkpointer import Checkpointer
-from baton.epoch_counter import EpochCounter, EpochCounterWithStopper
+from baton.speechbrain.checkpointer import Checkpointer
+from baton.speechbrain.epoch_counter import EpochCounter, EpochCounterWithStopper
 
 
 def test_the_counter_runs_epochs_one_to_limit() -> None:
@@ -86,12 +86,12 @@ def test_counters_are_built_from_hyperpyyaml(tmp_path: Path) -> None:
     hyperpyyaml = pytest.importorskip("hyperpyyaml")
     hparams = hyperpyyaml.load_hyperpyyaml(
         f"""
-epoch_counter: !new:baton.epoch_counter.EpochCounterWithStopper
+epoch_counter: !new:baton.speechbrain.epoch_counter.EpochCounterWithStopper
     limit: 4
     limit_to_stop: 2
     limit_warmup: 1
     direction: min
-checkpointer: !new:baton.checkpointer.Checkpointer
+checkpointer: !new:baton.Checkpointer
     checkpoints_dir: {tmp_path}
     recoverables:
         counter: !ref <epoch_counter>

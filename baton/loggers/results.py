@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import distrib
-from .atomic import write_text_atomic
-from .loggers.base import RunInfo
-from .loggers.fanout import Trackers
+from .. import distrib
+from ..atomic import write_text_atomic
+from ..layout import HISTORY, SOLVER_LOG
+from .base import RunInfo
+from .fanout import Trackers
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -162,7 +163,7 @@ class ResultLogger:
         level = getattr(logging, str(self.cfg.level).upper(), logging.INFO)
         self.logger.setLevel(level)
         if self.folder is not None:
-            name = "solver.log" if distrib.is_rank_zero() else f"worker_{distrib.rank()}.log"
+            name = SOLVER_LOG if distrib.is_rank_zero() else f"worker_{distrib.rank()}.log"
             file_handler = logging.FileHandler(self.folder / name)
             file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
             self._handlers.append(file_handler)
@@ -226,7 +227,7 @@ class ResultLogger:
         if not distrib.is_rank_zero() or self.folder is None:
             return
         lines = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in history)
-        write_text_atomic(self.folder / "history.jsonl", lines)
+        write_text_atomic(self.folder / HISTORY, lines)
 
     def close(self, finished: bool = True) -> None:
         """Close the trackers (`finished`: the run is complete, not stopped) and the log files."""

@@ -11,13 +11,12 @@ are turned into the keys of `conf/solver/default.yaml` (`precision=bf16` -> `aut
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 logger = logging.getLogger("baton.solver")
 
@@ -80,8 +79,7 @@ def resolve_run_opts(run_opts: Mapping[str, Any] | None, hparams: Mapping[str, A
     hparams = hparams or {}
     unknown = sorted(set(run_opts) - set(RUN_OPT_DEFAULTS) - {"param_file"})
     for name in unknown:
-        close = difflib.get_close_matches(name, RUN_OPT_DEFAULTS, n=1)
-        logger.warning("run_opts: unknown option '%s' ignored%s", name, f" (did you mean '{close[0]}'?)" if close else "")
+        logger.warning("run_opts: unknown option '%s' ignored%s", name, did_you_mean(name, RUN_OPT_DEFAULTS))
     options = {}
     for name, default in RUN_OPT_DEFAULTS.items():
         if name in run_opts and run_opts[name] is not None:
@@ -249,3 +247,36 @@ def _overrides_yaml(args: Sequence[str]) -> str:
     if pending is not None:
         raise ConfigError(f"override --{pending} has no value; write --{pending} VALUE")
     return "\n".join(lines)
+
+
+class RunOptions(dict[str, Any]):
+    """The type of SpeechBrain's `run_opts`: a dict of the options given (so `run_opts["device"]`
+    and `Brain(run_opts=...)` work as with a plain dict), with each option also readable as an
+    attribute, falling back to its default, and `overridden_args`: the names the command line set.
+    """
+
+    def __init__(self, given: Mapping[str, Any] | None = None, overridden_args: Sequence[str] | None = None) -> None:
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(RUN_OPT_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown run option '{unknown[0]}'{_did_you_mean(unknown[0])}")
+        super().__init__(given)
+        self.overridden_args: set[str] = set(given if overridden_args is None else overridden_args)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self:
+            return self[name]
+        if name in RUN_OPT_DEFAULTS:
+            return RUN_OPT_DEFAULTS[name]
+        raise AttributeError(f"no run option '{name}'{_did_you_mean(name)}")
+
+    @classmethod
+    def from_command_line_args(cls, arg_list: Sequence[str] | None = None) -> tuple[str, RunOptions, str]:
+        """(hparams file, run options, overrides as YAML) from `train.py hparams.yaml [--opt v]
+        [--key v]`, as `parse_arguments` gives them."""
+        param_file, given, overrides = parse_arguments(arg_list)
+        return param_file, cls(given), overrides
+
+
+def _did_you_mean(name: str) -> str:
+    return did_you_mean(name, RUN_OPT_DEFAULTS)

@@ -1,5 +1,5 @@
 """One rank of a Brain run started as torchrun starts it (RANK, WORLD_SIZE, MASTER_* in the
-environment): `python -m tests.solver.brain_ddp_worker OUT_DIR BATCH_SIZE`. Writes this rank's
+environment): `python -m tests.speechbrain.brain_ddp_worker OUT_DIR BATCH_SIZE`. Writes this rank's
 final weights and the stage losses its hooks received to OUT_DIR/rank<k>.pt."""
 
 from __future__ import annotations

@@ -13,29 +13,18 @@ constructor, overridable methods and hooks, in the same order:
         on_stage_start(VALID, epoch) / evaluate_batch per batch / on_stage_end(VALID, loss, epoch)
     evaluate(test_set, min_key=...)     on_evaluate_start (loads the best checkpoint) -> TEST
 
-Underneath, the loop is the engine's (`BaseSolver.run_epoch`, `train_updates`,
+Underneath, the loop is the engine's (`BaseSolver.run_epoch`, `run_updates`,
 `loader_batches`): batches come from a resumable stream, updates are counted at their
 boundary, stop signals and `ckpt_interval_*` saves happen there, and ranks train one model.
-What differs from SpeechBrain, and why:
-
-- The Brain registers itself in the Checkpointer as "brain" with the engine's loop state: data
-  position, every rank's RNG, the running stage metrics. A checkpoint taken mid-epoch resumes
-  at the next batch, bit for bit, not at the epoch's start with a fresh shuffle.
-- Stage losses are means over items (weighted by batch size) and averaged over all ranks; they
-  are what `on_stage_end` receives on every rank. `on_stage_end` runs on every rank (not only
-  on rank 0), so an LR annealed there stays the same everywhere; the Checkpointer writes on
-  rank 0 only.
-- A non-finite loss skips its whole update on every rank (no optimizer step with NaN
-  gradients) and is counted; `nonfinite_patience + 1` in a row stop training.
-- Accumulated losses are divided by the number of batches the update really holds: a short
-  last group (`accumulation_remainder=step`, the default) is averaged over what it has.
+What differs from SpeechBrain, and why, is in docs/brain.md (resume bit for bit mid-epoch,
+stage losses over every item of every rank, non-finite updates skipped on every rank).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -45,21 +34,21 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from .. import distrib
-from ..checkpoint import SolverState
-from ..data.rng import derive_seed, seed_worker
-from ..data.sampler import ResumableSampler
-from ..errors import ConfigError, NonFiniteLossError
+from ..checkpoint import SavedSolver
+from ..errors import ConfigError
 from ..optim.amp import autocast
-from .base import BaseSolver
-from .brain_options import PRECISIONS, brain_config, resolve_run_opts, run_opts_from_config
-from .runtime import Interrupted, batch_size_of
-from .snapshot import solver_state
-from .stage import Stage
+from ..optim.stepper import GradientStepper, OptimizerGroup, held_sync
+from ..solver.loop import BaseSolver, UpdateBatches
+from ..solver.loop_state import LoopState
+from ..solver.runtime import Interrupted, batch_size_of
+from ..solver.stage import Stage
+from .brain_saves import check_evaluation_key, recover_brain, save_brain, save_unrequested
+from .epoch_counter import FitEpochs
+from .loaders import brain_dataloader
+from .nonfinite import NonFiniteGuard
+from .run_options import PRECISIONS, brain_config, resolve_run_opts, run_opts_from_config
 
 logger = logging.getLogger("baton.solver")
-
-INTRA_EPOCH_CKPT_FLAG = "brain_intra_epoch_ckpt"  # SpeechBrain's meta key for mid-epoch saves
-_LOADER_SALT = 0xB4A1  # the loader generator's seed, apart from the sampler's
 
 
 class Brain(BaseSolver):
@@ -71,7 +60,7 @@ class Brain(BaseSolver):
         opt_class: called with the modules' parameters to build `self.optimizer`.
         hparams: available as `self.hparams.<name>`; run options missing from `run_opts`
             are looked up here too.
-        run_opts: SpeechBrain's run options (see `brain_options.RUN_OPT_DEFAULTS`), e.g. from
+        run_opts: SpeechBrain's run options (see `run_options.RUN_OPT_DEFAULTS`), e.g. from
             `baton.parse_arguments(sys.argv[1:])`.
         checkpointer: a `baton.Checkpointer`; without one nothing is saved, as in SpeechBrain.
         config: (baton) the composed config of an XP, when `baton run` builds the Brain.
@@ -106,17 +95,13 @@ class Brain(BaseSolver):
         self.avg_train_loss = 0.0
         self.step = 0  # batches of the running stage so far (1-based in fit_batch), as SpeechBrain's
         self.optimizer_step = 0
-        self.nonfinite_count = 0  # non-finite losses in a row
-        self.nonfinite_losses = 0  # in the running train stage
-        self._nonfinite_in_update = False
-        self._patience_exhausted = False
+        self.nonfinite = NonFiniteGuard(int(self.nonfinite_patience))  # type: ignore[attr-defined]
         self._should_step = True
-        self._group_size = 1
-        self._snapshot: SolverState | None = None
+        self._stepper: GradientStepper | None = None  # built at the first update (after DDP wrapping)
+        self._snapshot: SavedSolver | None = None
         self._restoring = False
         self._loop_recovered = False
-        self._epoch_values: list[Any] | None = None
-        self._counter: Any = None
+        self._epochs: FitEpochs | None = None  # the running fit's epoch counter
         self._fit_finished = False  # latched when fit ends: see finished
         self.epoch_value: Any = None  # the epoch counter's value for the running epoch
         self.stage_results: dict[str, float] = {}  # the last stage's metrics over all items and ranks
@@ -128,17 +113,14 @@ class Brain(BaseSolver):
         self.modules.to(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.autocast and self.settings.autocast_dtype == "float16")
         if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("brain", self, custom_save_hook=Brain._save, custom_load_hook=Brain._recover)
+            self.checkpointer.add_recoverable("brain", self, custom_save_hook=save_brain, custom_load_hook=recover_brain)
             if self.scaler.is_enabled():
                 self.checkpointer.add_recoverable("scaler", self.scaler, optional_load=True)
 
     @classmethod
     def from_config(cls, cfg: Any, folder: str | Path | None = None) -> BaseSolver:
-        raise NotImplementedError(
-            f"{cls.__name__} cannot be built from a config: a Brain run by `baton run` "
-            "implements from_config (build modules, hparams, a Checkpointer) and run() "
-            "(fit, then evaluate); see baton/tasks/classification.py"
-        )
+        raise NotImplementedError(f"{cls.__name__}.from_config: a Brain run by `baton run` builds its modules, "
+                                  "hparams and Checkpointer there; see baton/tasks/classification.py")
 
     # ----------------------------------------------------------------- to override
     def compute_forward(self, batch: Any, stage: Stage) -> Any:
@@ -180,14 +162,7 @@ class Brain(BaseSolver):
         """Load the best checkpoint by `max_key`/`min_key` (the newest without either)."""
         if self.checkpointer is not None:
             distrib.barrier()
-            key = max_key or min_key
-            saved = self.checkpointer.list_checkpoints()
-            if key is not None and saved and not any(key in c.meta for c in saved):
-                present = sorted({k for c in saved for k in c.meta} - {"unixtime", "end-of-epoch", INTRA_EPOCH_CKPT_FLAG})
-                raise ConfigError(
-                    f"evaluate: no checkpoint in {self.checkpointer.checkpoints_dir} has '{key}' in its meta "
-                    f"(they have: {', '.join(present) or 'none'}); pass one of those, or save it in save_and_keep_only(meta=...)"
-                )
+            check_evaluation_key(self.checkpointer, max_key or min_key)
             self.checkpointer.recover_if_possible(max_key=max_key, min_key=min_key)
 
     def on_fit_batch_start(self, batch: Any, should_step: bool) -> None:
@@ -210,8 +185,7 @@ class Brain(BaseSolver):
                 outputs = self.compute_forward(batch, Stage.TRAIN)
                 loss = self.compute_objectives(outputs, batch, Stage.TRAIN)
             self.check_loss_isfinite(loss)
-            scaled = loss / self._group_size if self._group_size != 1 else loss
-            self.scaler.scale(scaled).backward()
+            self.stepper.backward(loss)  # divided by the update's batches, scaled for fp16
         if should_step:
             self.optimizers_step()
         self.on_fit_batch_end(batch, outputs, loss, should_step)
@@ -226,29 +200,7 @@ class Brain(BaseSolver):
     def check_loss_isfinite(self, loss: torch.Tensor) -> bool:
         """False for a NaN/inf loss: its update will be skipped. More than `nonfinite_patience`
         in a row stop training (at once on one rank; at the update's end, together, on several)."""
-        if bool(torch.isfinite(loss).all()):
-            self.nonfinite_count = 0
-            return True
-        self.nonfinite_count += 1
-        self.nonfinite_losses += 1
-        self._nonfinite_in_update = True
-        if self.nonfinite_count > self.nonfinite_patience:  # type: ignore[attr-defined]
-            self._patience_exhausted = True
-            if not distrib.is_distributed():
-                raise self._nonfinite_error()
-        else:
-            logger.warning(
-                "loss is not finite at epoch %d, batch %d (%d in a row, patience %d): this update is skipped",
-                self.epoch, self.step, self.nonfinite_count, self.nonfinite_patience,  # type: ignore[attr-defined]
-            )
-        return False
-
-    def _nonfinite_error(self) -> NonFiniteLossError:
-        return NonFiniteLossError(
-            f"loss was not finite for {self.nonfinite_count} batch(es) in a row at epoch {self.epoch}, "
-            f"batch {self.step} (nonfinite_patience={self.nonfinite_patience}): training stopped; "  # type: ignore[attr-defined]
-            "lower the learning rate, check the data, or run fit() under torch.autograd.detect_anomaly()"
-        )
+        return self.nonfinite.check(loss, self.epoch, self.step)
 
     def check_gradients(self) -> None:
         """Drop non-finite gradients (with a warning), so the optimizers skip those parameters."""
@@ -260,45 +212,36 @@ class Brain(BaseSolver):
     def optimizers_step(self) -> None:
         """Unscale, clip (`max_grad_norm`), step every optimizer `freeze_optimizers` leaves, and
         zero the gradients; an update with a non-finite loss on any rank is skipped."""
-        if self._skip_update():
+        if self.nonfinite.skip_update(self.epoch, self.step):
             self.zero_grad(set_to_none=True)
             return
-        optimizers = self.freeze_optimizers(self.optimizers_dict)
-        for optimizer in optimizers.values():
-            self.scaler.unscale_(optimizer)
-        if self.max_grad_norm > 0.0:  # type: ignore[attr-defined]
-            torch.nn.utils.clip_grad_norm_(list(self.modules.parameters()), self.max_grad_norm)  # type: ignore[attr-defined]
-        if not self.scaler.is_enabled() and self.skip_nonfinite_grads:  # type: ignore[attr-defined]
-            self.check_gradients()
-        for optimizer in optimizers.values():
-            self.scaler.step(optimizer)
-        self.scaler.update()
-        self.zero_grad(set_to_none=True)
+        stepper = self.stepper
+        stepper.optimizer = OptimizerGroup(self.freeze_optimizers(self.optimizers_dict))
+        check = not self.scaler.is_enabled() and self.skip_nonfinite_grads  # type: ignore[attr-defined]
+        stepper.finish_update(before_step=self.check_gradients if check else None)
         self.optimizer_step += 1
 
-    def _skip_update(self) -> bool:
-        flags = [float(self._nonfinite_in_update), float(self._patience_exhausted)]
-        if distrib.is_distributed():  # every rank skips (or stops), or none: DDP stays in step
-            flags = distrib.all_reduce_max(flags)
-        self._nonfinite_in_update = False
-        if flags[1]:
-            raise self._nonfinite_error()
-        return bool(flags[0])
+    @property
+    def stepper(self) -> GradientStepper:
+        """The engine's stepper over the Brain's optimizers: loss division over an update's
+        batches, fp16 loss scaling, clipping at `max_grad_norm`, stepping. Its non-finite guard
+        is off: SpeechBrain's `check_loss_isfinite` decides, with its own counts."""
+        if self._stepper is None:
+            norm = float(self.max_grad_norm)  # type: ignore[attr-defined]
+            self._stepper = GradientStepper(
+                OptimizerGroup(self.optimizers_dict), modules=list(self.modules.values()),
+                max_norm=norm if norm > 0.0 else None, scaler=self.scaler if self.scaler.is_enabled() else None,
+            )
+        return self._stepper
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         for optimizer in self.freeze_optimizers(self.optimizers_dict).values():
             optimizer.zero_grad(set_to_none)
 
-    @contextlib.contextmanager
-    def no_sync(self, use: bool = True) -> Iterator[None]:
+    def no_sync(self, use: bool = True) -> contextlib.ExitStack:
         """Hold back DDP's gradient all-reduce (while accumulating). DDP decides in the forward,
         so the context holds the forward and the backward."""
-        with contextlib.ExitStack() as stack:
-            if use:
-                for module in self.modules.values():
-                    if isinstance(module, torch.nn.parallel.DistributedDataParallel):
-                        stack.enter_context(module.no_sync())
-            yield
+        return held_sync(self.modules.values(), use)
 
     def update_average(self, loss: torch.Tensor, avg_loss: float) -> float:
         """SpeechBrain's running mean over the stage's batches (non-finite losses left out)."""
@@ -335,24 +278,10 @@ class Brain(BaseSolver):
         own checkpoint state. A `sampler` or `batch_sampler` of yours, or an IterableDataset, is
         used as given (resume then replays the batches before the position).
         """
-        kwargs = dict(loader_kwargs)
-        if "sampler" in kwargs or "batch_sampler" in kwargs or isinstance(dataset, IterableDataset):
-            return DataLoader(dataset, **kwargs)
-        shuffle = bool(kwargs.pop("shuffle", False))
-        drop_last = bool(kwargs.pop("drop_last", False))
-        seed = self.settings.seed
-        # Training data is shared out between ranks; valid and test sets are not, as in
-        # SpeechBrain: every rank sees all of them, so metrics a recipe gathers itself agree.
-        rank, world = (None, None) if Stage.of(stage) is Stage.TRAIN else (0, 1)
-        sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world)
-        kwargs.setdefault("worker_init_fn", seed_worker)
-        kwargs.setdefault("generator", torch.Generator().manual_seed(derive_seed(seed, _LOADER_SALT)))
-        return DataLoader(dataset, sampler=sampler, drop_last=drop_last, **kwargs)
+        return brain_dataloader(dataset, Stage.of(stage), self.settings.seed, loader_kwargs)
 
     def _loader(self, data: Any, stage: Stage, kwargs: Mapping[str, Any]) -> Any:
-        if isinstance(data, DataLoader):
-            return data
-        return self.make_dataloader(data, stage, **kwargs)
+        return data if isinstance(data, DataLoader) else self.make_dataloader(data, stage, **kwargs)
 
     # ----------------------------------------------------------------- fit and evaluate
     def fit(
@@ -371,9 +300,8 @@ class Brain(BaseSolver):
             self.dataloaders["valid"] = self._loader(valid_set, Stage.VALID, valid_loader_kwargs or {})
         if progressbar is not None:
             self.result_logger.cfg.progress = bool(progressbar)
-        self._train_stream = None
-        self.epoch, self.history, self.epoch_results, self.train_done = 1, [], {}, 0
-        self.stopped_early, self._fit_finished = False, False
+        self.train_stream = None
+        self.loop_state, self._fit_finished = LoopState(), False
         if not isinstance(epoch_counter, Iterable):
             raise TypeError(f"fit: epoch_counter must be an EpochCounter or an iterable such as range(n), not {type(epoch_counter).__name__}")
         if isinstance(getattr(self.dataloaders["train"], "dataset", None), IterableDataset) and not hasattr(self.dataloaders["train"].dataset, "__len__"):
@@ -384,8 +312,8 @@ class Brain(BaseSolver):
                 self.on_fit_start()
             finally:
                 self._restoring = False
-            epochs = self._epochs_from(epoch_counter)
-            for epoch in epochs:
+            self._epochs = FitEpochs(epoch_counter)
+            for epoch in self._epochs.remaining(self.loop_state, self._loop_recovered):
                 self.epoch_value = epoch
                 self.run_epoch()
                 self.commit()
@@ -396,33 +324,13 @@ class Brain(BaseSolver):
                     break
         # Latched here: evaluate(min_key=...) then recovers the best checkpoint, whose epoch
         # counter may stand before the last epoch, and the run is still finished.
-        self._fit_finished = self._counter_finished()
-
-    def _epochs_from(self, epoch_counter: Iterable[Any]) -> Iterator[Any]:
-        """The counter's epochs from the engine's position (which a recovered checkpoint set).
-        An EpochCounter the Checkpointer did not restore is moved there; a range is skipped ahead."""
-        self._counter = epoch_counter
-        if hasattr(epoch_counter, "current") and hasattr(epoch_counter, "limit"):
-            if not self._loop_recovered and epoch_counter.current:  # e.g. a checkpoint SpeechBrain wrote
-                self.epoch = int(epoch_counter.current) + 1
-            if epoch_counter.current != self.epoch - 1:
-                epoch_counter.current = self.epoch - 1
-            self._epoch_values = None
-            return iter(epoch_counter)
-        self._epoch_values = list(epoch_counter)
-        return iter(self._epoch_values[self.epoch - 1:])
+        self._fit_finished = self.finished
 
     @property
     def finished(self) -> bool:
-        return self._fit_finished or self._counter_finished()
-
-    def _counter_finished(self) -> bool:
-        counter = self._counter
-        if self.stopped_early or counter is None:
-            return self.stopped_early
-        if self._epoch_values is not None:
-            return self.epoch - 1 >= len(self._epoch_values)
-        return bool(counter.current >= counter.limit or getattr(counter, "should_stop", False))
+        if self._fit_finished:
+            return True
+        return self._epochs.finished(self.loop_state) if self._epochs is not None else self.loop_state.stopped_early
 
     def _step_limit_reached(self) -> bool:
         limit = self.optimizer_step_limit  # type: ignore[attr-defined]
@@ -467,14 +375,14 @@ class Brain(BaseSolver):
     def before_stage(self, stage: Stage) -> None:
         if stage is Stage.TRAIN:
             self.zero_grad()
-            if not self.train_done:  # a mid-epoch resume keeps the restored counts
-                self.nonfinite_count = self.nonfinite_losses = 0
+            if not self.loop_state.train_done:  # a mid-epoch resume keeps the restored counts
+                self.nonfinite.in_a_row = self.nonfinite.losses = 0
         self.on_stage_start(stage, self._stage_epoch(stage))
 
     def after_stage(self, stage: Stage, metrics: dict[str, float]) -> None:
         self.stage_results = metrics  # all of the stage's metrics, for on_stage_end
         if stage is not Stage.TEST:
-            self.epoch_results[stage.value] = metrics  # what a checkpoint saved in the hook holds
+            self.loop_state.epoch_results[stage.value] = metrics  # what a checkpoint saved in the hook holds
         if self.checkpointer is not None:
             self._snapshot = self.state_dict()  # collective: the hook may save on rank 0 only
         try:
@@ -487,11 +395,11 @@ class Brain(BaseSolver):
 
     def _train_stage(self) -> dict[str, float]:
         metrics = self.stage_metrics
-        for update in self.train_updates():
-            if self._step_limit_reached():
-                break
+
+        def one_update(update: UpdateBatches) -> None:
             last = update.first_batch + len(update) - 1
-            self._group_size, self._nonfinite_in_update = len(update), False
+            self.nonfinite.start_update()
+            self.stepper.start_group(len(update))
             for index, batch in update.micro_batches():
                 self.step = index + 1
                 self._should_step = index == last
@@ -499,10 +407,13 @@ class Brain(BaseSolver):
                 self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
                 if torch.isfinite(loss).all():
                     metrics.update({"loss": loss}, count=batch_size_of(batch))
-        self._group_size, self._should_step = 1, True
+
+        self.run_updates(one_update, stop_when=self._step_limit_reached)
+        self._should_step = True
+        self.stepper.start_group(1)  # a fit_batch called by hand is an update of its own
         self.avg_train_loss, self.step = 0.0, 0
         result = metrics.result()
-        nonfinite = [float(self.nonfinite_losses)]
+        nonfinite = [float(self.nonfinite.losses)]
         result["nonfinite_losses"] = (distrib.all_reduce_sum(nonfinite) if distrib.is_distributed() else nonfinite)[0]
         return result
 
@@ -525,73 +436,15 @@ class Brain(BaseSolver):
         (`save_and_keep_only` in `on_stage_end`), as in SpeechBrain."""
         self.cadence.saved()
         if not end_of_epoch:
-            self._save_own_checkpoint(end_of_epoch=False)
-
-    def _save_own_checkpoint(self, *, end_of_epoch: bool) -> None:
-        """A checkpoint the recipe did not ask for (mid-epoch, or a stop at an epoch's end):
-        flagged in its meta, and only the newest such one is kept."""
-        if self.checkpointer is None:
-            return
-        self._snapshot = self.state_dict()  # collective; the Checkpointer writes on rank 0
-        try:
-            self.checkpointer.save_and_keep_only(
-                end_of_epoch=end_of_epoch, num_to_keep=1, meta={INTRA_EPOCH_CKPT_FLAG: True},
-                ckpt_predicate=lambda ckpt: INTRA_EPOCH_CKPT_FLAG in ckpt.meta,
-                verbosity=logging.DEBUG,
-            )
-        finally:
-            self._snapshot = None
+            save_unrequested(self, end_of_epoch=False)
 
     def stop_if_signalled(self) -> None:
         """A stop signal that came during valid: checkpoint at the epoch boundary (the recipe
         may not save there), then stop; a resume starts the next epoch."""
         stop = self.cadence.stop_at_epoch_end()
         if stop is not None and not self.finished:
-            self._save_own_checkpoint(end_of_epoch=True)
+            save_unrequested(self, end_of_epoch=True)
             raise Interrupted(stop, self.epoch - 1)
 
     def restore(self) -> bool:
         return False  # a Brain resumes through its Checkpointer, in on_fit_start
-
-    def _save(self, path: Path) -> None:
-        # The Checkpointer calls this on rank 0 only: outside the engine's hooks (a recipe's own
-        # save_checkpoint after evaluate) the other ranks are not there to gather with.
-        state = self._snapshot if self._snapshot is not None else solver_state(self, collective=not distrib.is_distributed())
-        brain = {
-            "step": self.step, "avg_train_loss": self.avg_train_loss,
-            "optimizer_step": self.optimizer_step, "nonfinite_count": self.nonfinite_count,
-            "nonfinite_losses": self.nonfinite_losses,
-        }
-        torch.save({"engine": state, "brain": brain}, path)
-
-    def _recover(self, path: Path, end_of_epoch: bool) -> None:
-        """Put the loop back where the checkpoint was taken. Only when fit resumes: evaluate()
-        loads a best checkpoint for its weights, and the loop's record stays as it is."""
-        if not self._restoring:
-            return
-        import zipfile
-
-        from ..checkpoint import load_file
-
-        if not zipfile.is_zipfile(path):  # SpeechBrain's own brain.ckpt: a few YAML counters
-            logger.warning(
-                "%s was written by SpeechBrain: it holds no data position or RNG state, so training "
-                "resumes at the epoch its EpochCounter recorded, not bit for bit", path,
-            )
-            return
-        data = load_file(Path(path), trusted=self.settings.trusted_checkpoints)
-        self.load_state_dict(data["engine"])
-        self._loop_recovered = True
-        brain = data["brain"]
-        self.avg_train_loss = brain["avg_train_loss"]
-        self.optimizer_step = brain["optimizer_step"]
-        self.nonfinite_count = brain["nonfinite_count"]
-        self.nonfinite_losses = brain.get("nonfinite_losses", 0)
-        if end_of_epoch and self.epoch_results:  # saved in on_stage_end: that epoch is whole
-            self.history.append({k: v for k, v in self.epoch_results.items() if v})
-            self.epoch += 1
-            self.epoch_results, self.train_done = {}, 0
-        self.result_logger.write_history(self.history)
-        where = f"update {self.train_done} of epoch {self.epoch}" if self.train_done else f"the start of epoch {self.epoch}"
-        logger.info("resuming from %s at %s", path.parent if isinstance(path, Path) else path, where)
-

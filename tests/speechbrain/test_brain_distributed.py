@@ -23,7 +23,7 @@ def free_port() -> int:
 
 def launch(out: Path, world: int, batch_size: int) -> None:
     out.mkdir()
-    start_ranks("tests.solver.brain_ddp_worker", world, str(out), str(batch_size))
+    start_ranks("tests.speechbrain.brain_ddp_worker", world, str(out), str(batch_size))
 
 
 def start_ranks(module: str, world: int, *args: str, expect: int = 0) -> None:
@@ -58,7 +58,7 @@ def test_two_ranks_train_one_model_equal_to_one_process_with_the_global_batch(tm
         assert stage == stage_single
         assert loss == pytest.approx(loss_single, rel=1e-5)
     # The valid loss is the mean over the 20 valid items (10 per rank, uneven batches of 3).
-    from tests.solver.brain_ddp_worker import data
+    from tests.speechbrain.brain_ddp_worker import data
 
     model = torch.nn.Linear(4, 2)
     model.load_state_dict(rank0["weights"])
@@ -73,10 +73,10 @@ def test_two_ranks_with_a_checkpointer_stop_together_on_sigterm_and_resume_bit_e
     """SIGTERM reaches rank 1 only (as SLURM may deliver it): both ranks stop at the same
     update with a checkpoint, and the resumed run equals one never stopped, on both ranks. The
     recipe's own save after evaluate, outside the stage hooks, is written by rank 0 alone."""
-    start_ranks("tests.solver.brain_ddp_resume_worker", 2, str(tmp_path / "straight"))
-    start_ranks("tests.solver.brain_ddp_resume_worker", 2, str(tmp_path / "stopped"), "11", expect=128 + 15)
+    start_ranks("tests.speechbrain.brain_ddp_resume_worker", 2, str(tmp_path / "straight"))
+    start_ranks("tests.speechbrain.brain_ddp_resume_worker", 2, str(tmp_path / "stopped"), "11", expect=128 + 15)
     assert not (tmp_path / "stopped" / "rank0.pt").exists()
-    start_ranks("tests.solver.brain_ddp_resume_worker", 2, str(tmp_path / "stopped"))
+    start_ranks("tests.speechbrain.brain_ddp_resume_worker", 2, str(tmp_path / "stopped"))
     for rank in (0, 1):
         straight = torch.load(tmp_path / "straight" / f"rank{rank}.pt")
         resumed = torch.load(tmp_path / "stopped" / f"rank{rank}.pt")

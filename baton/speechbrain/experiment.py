@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import distrib
-from .atomic import write_text_atomic
+from .. import distrib
+from ..atomic import write_text_atomic
 
 logger = logging.getLogger("baton")
 
@@ -108,7 +108,7 @@ def _setup_logging(log_file: Path, log_config: str | Path | None) -> None:
 
 def environment_description() -> str:
     """What a rerun must match: host, python, torch, CUDA, git commits, installed packages."""
-    from .xp.envinfo import environment_lines
+    from ..envinfo import environment_lines
 
     packages = sorted(
         f"{dist.metadata['Name']}=={dist.version}" for dist in importlib.metadata.distributions()

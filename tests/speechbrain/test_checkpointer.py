@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from baton.checkpointer import (
+from baton.errors import CheckpointError, UnsafeCheckpointError
+from baton.speechbrain import (
     Checkpoint,
     Checkpointer,
     average_checkpoints,
@@ -25,7 +26,6 @@ from baton.checkpointer import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from baton.errors import CheckpointError, UnsafeCheckpointError
 from tests.helpers import mode, umask
 
 
@@ -416,3 +416,29 @@ def test_a_full_disk_is_one_line_and_costs_no_checkpoint(small_disk: Path) -> No
 def test_checkpoint_is_a_namedtuple_hashed_by_path(tmp_path: Path) -> None:
     ckpt = Checkpoint(tmp_path, {"unixtime": 1.0}, {})
     assert ckpt._fields == ("path", "meta", "paramfiles") and len({ckpt, ckpt}) == 1
+
+
+def test_meta_tensors_come_back_as_tensors_saved_as_data(tmp_path: Path) -> None:
+    """CKPT.yaml holds their numbers (for min_key and for SpeechBrain's tools); the tensors
+    themselves, dtype and shape included, are in CKPT.tensors.pt, loaded as data only."""
+    checkpointer = Checkpointer(tmp_path, {"model": torch.nn.Linear(1, 1)})
+    saved = checkpointer.save_checkpoint(meta={"loss": torch.tensor(0.25, dtype=torch.float64),
+                                               "per_class": {"errors": [torch.tensor([1, 2])]}})
+    (found,) = checkpointer.list_checkpoints()
+    for meta in (saved.meta, found.meta):
+        assert isinstance(meta["loss"], torch.Tensor) and meta["loss"].dtype == torch.float64
+        assert torch.equal(meta["per_class"]["errors"][0], torch.tensor([1, 2]))
+    assert yaml.safe_load((found.path / "CKPT.yaml").read_text())["loss"] == 0.25
+    checkpointer.save_checkpoint(meta={"loss": torch.tensor(0.5)})
+    assert checkpointer.find_checkpoint(min_key="loss").path == found.path
+    torch.save({"bad": {"__reduce__": 1}}, found.path / "CKPT.tensors.pt")  # not a name -> tensor map
+    with pytest.raises(CheckpointError, match="CKPT.tensors.pt"):
+        checkpointer.list_checkpoints()
+
+
+def test_a_missing_recoverable_is_a_runtime_error_as_in_speechbrain(tmp_path: Path) -> None:
+    Checkpointer(tmp_path, {"model": torch.nn.Linear(1, 1)}).save_checkpoint()
+    later = Checkpointer(tmp_path, {"model": torch.nn.Linear(1, 1), "scheduler": torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)})
+    with pytest.raises(RuntimeError, match=r"has no 'scheduler' \(scheduler.ckpt\)") as missing:
+        later.recover_if_possible()
+    assert isinstance(missing.value, CheckpointError)

@@ -1,5 +1,5 @@
 """One rank of a checkpointed Brain run under torchrun's environment:
-`python -m tests.solver.brain_ddp_resume_worker FOLDER [STOP_AT_UPDATE]`.
+`python -m tests.speechbrain.brain_ddp_resume_worker FOLDER [STOP_AT_UPDATE]`.
 
 Saves in on_stage_end (best by valid loss), mid-epoch every 3 updates, and once more by the
 recipe itself after evaluate (outside the stage hooks). With STOP_AT_UPDATE, rank 1 sends
@@ -17,7 +17,7 @@ import torch
 
 import baton as sb
 from baton import distrib
-from tests.solver.brain_ddp_worker import data
+from tests.speechbrain.brain_ddp_worker import data
 
 
 class Regression(sb.Brain):

@@ -1,0 +1,107 @@
+"""The solver's checkpoints: when one is written, and how a run is put back from one.
+
+A component the solver holds as `self.checkpoints`. The files and their format are
+`baton.checkpoint`'s; what a checkpoint holds is `loop_state.solver_state`. A Brain writes
+through its SpeechBrain Checkpointer instead, and may have no folder at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .. import distrib
+from ..checkpoint import CheckpointManager
+from ..errors import CheckpointError
+from .loop_state import load_solver_state, solver_state
+
+if TYPE_CHECKING:
+    from .core import SolverCore
+
+logger = logging.getLogger("baton.solver")
+
+
+class SolverCheckpoints:
+    def __init__(self, solver: SolverCore) -> None:
+        self.solver = solver
+        self._files: CheckpointManager | None = None  # opened on first use
+
+    @property
+    def files(self) -> CheckpointManager:
+        """The XP folder's checkpoint files."""
+        if self._files is None:
+            solver = self.solver
+            if solver.folder is None:
+                raise CheckpointError("this solver has no folder to write checkpoints to; give it one")
+            s = solver.settings
+            self._files = CheckpointManager(
+                solver.folder, solver.sig, keep_last=s.keep_last, keep_every=s.keep_every,
+                async_save=s.async_save, trusted=s.trusted_checkpoints,
+                solver=f"{type(solver).__module__}.{type(solver).__qualname__}",
+            )
+        return self._files
+
+    def wait(self) -> None:
+        """Block until a background checkpoint write is on disk."""
+        if self._files is not None:
+            self._files.wait()
+
+    def save(self, *, end_of_epoch: bool) -> None:
+        """Collective when distributed (RNG states and stage metrics are gathered); rank 0 writes."""
+        solver = self.solver
+        solver.cadence.saved()
+        if not solver.settings.save:
+            return
+        state = solver_state(solver)
+        if distrib.is_rank_zero():
+            self.files.save(dict(state), solver.loop_state.epoch - 1, end_of_epoch=end_of_epoch)
+
+    def restore(self) -> bool:
+        """Load the XP's newest usable checkpoint. Returns False when starting afresh."""
+        solver = self.solver
+        self.files.remove_stale_temporaries()
+        data = self.files.load()
+        if data is None:
+            self.continue_from()
+            return False
+        try:
+            load_solver_state(solver, data["state"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            # load_state_dict's first line is a header ("Error(s) in loading ...:"): name the first problem
+            reason = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(exc).__name__)
+            raise CheckpointError(
+                f"checkpoint in {solver.folder} does not fit this solver ({reason}); the code or "
+                "config changed since it was written: restore them, or --clear to start afresh"
+            ) from None
+        loop = solver.loop_state
+        solver.result_logger.write_history(loop.history)
+        where = f"update {loop.train_done} of epoch {loop.epoch}" if loop.train_done else f"epoch {loop.epoch}"
+        logger.info("resuming %s from %s", solver.folder, where)
+        return True
+
+    def continue_from(self) -> None:
+        """A new XP with `continue_from` set starts from that XP's model weights (its best state
+        by default; `//sig/SIG/last` or `/ema` to choose), with fresh optimizers, schedules and
+        loop state. Only when the XP has no checkpoint of its own: a rerun resumes itself."""
+        from .references import load_strict, resolve
+
+        solver, cfg = self.solver, self.solver.cfg
+        text = cfg.get("continue_from")
+        if text is None:
+            return
+        reference = resolve(str(text), cfg.xp.get("root"), "continue_from")
+        if str(reference.cfg.solver) != str(cfg.solver):
+            raise CheckpointError(
+                f"continue_from={text} is XP {reference.sig} of solver '{reference.cfg.solver}'; this XP's "
+                f"solver is '{cfg.solver}': continue from an XP of the same solver"
+            )
+        weights = reference.weights()
+        for name in solver.module_state_names():
+            if name not in weights:
+                raise CheckpointError(
+                    f"continue_from={text}: XP {reference.sig} holds no weights for '{name}' "
+                    f"(it holds {', '.join(sorted(weights))})"
+                )
+            load_strict(solver.stateful.get(name), weights[name], f"XP {reference.sig} ('{name}')")
+        logger.info("continuing from the %s weights of XP %s", reference.which, reference.sig)
