@@ -170,12 +170,13 @@ class BenchBrain(sb.Brain):
         self.seconds = time.perf_counter() - self.started
 
 
-def compare_brain(rounds: int, device: str) -> float:
+def compare_brain(rounds: int, updates: int, device: str) -> float:
     torch.manual_seed(0)
-    hand_model, dataset, batch_size = on_device(tiny_mlp(), device)
+    hand_model, _, batch_size = on_device(tiny_mlp(), device)
+    # A Brain's epoch is one pass: the data holds `updates` batches.
+    dataset = TensorDataset(*(t.to(device) for t in (torch.randn(updates * batch_size, 64), torch.randn(updates * batch_size, 64))))
     hand_loader = make_loader(dataset, batch_size)
     hand_opt = torch.optim.Adam(hand_model.parameters(), lr=1e-4)
-    updates = len(hand_loader)  # a Brain's epoch is one pass
     torch.manual_seed(0)
     model, _, _ = on_device(tiny_mlp(), device)
     brain = BenchBrain({"model": model}, lambda params: torch.optim.Adam(params, lr=1e-4),
@@ -281,7 +282,7 @@ def main() -> None:
           f"device {args.device}")
     mlp = compare("tiny MLP", tiny_mlp, args.rounds, args.updates, args.device)
     conv = compare("conv net", conv_net, args.rounds, args.conv_updates, args.device)
-    brain = compare_brain(args.rounds, args.device)
+    brain = compare_brain(args.rounds, args.updates, args.device)
     ddp = None if args.no_ddp else compare_ddp(args.rounds, args.updates)
     cost = import_cost()
     print(f"import baton (+ solver, tasks) adds {cost:.3f} s to import torch")

@@ -45,7 +45,7 @@ from ..solver.stage import Stage
 from .brain_saves import check_evaluation_key, recover_brain, save_brain, save_unrequested
 from .epoch_counter import FitEpochs
 from .loaders import brain_dataloader
-from .nonfinite import NonFiniteGuard
+from .nonfinite import NonFiniteGuard, finite
 from .run_options import PRECISIONS, brain_config, resolve_run_opts, run_opts_from_config
 
 logger = logging.getLogger("baton.solver")
@@ -216,7 +216,12 @@ class Brain(BaseSolver):
             self.zero_grad(set_to_none=True)
             return
         stepper = self.stepper
-        stepper.optimizer = OptimizerGroup(self.freeze_optimizers(self.optimizers_dict))
+        chosen = self.freeze_optimizers(self.optimizers_dict)
+        # One optimizer steps as itself; several as a group (rebuilt only when the choice changes).
+        if len(chosen) == 1:
+            stepper.optimizer = next(iter(chosen.values()))
+        elif not isinstance(stepper.optimizer, OptimizerGroup) or stepper.optimizer.optimizers != chosen:
+            stepper.optimizer = OptimizerGroup(chosen)
         check = not self.scaler.is_enabled() and self.skip_nonfinite_grads  # type: ignore[attr-defined]
         stepper.finish_update(before_step=self.check_gradients if check else None)
         self.optimizer_step += 1
@@ -245,7 +250,7 @@ class Brain(BaseSolver):
 
     def update_average(self, loss: torch.Tensor, avg_loss: float) -> float:
         """SpeechBrain's running mean over the stage's batches (non-finite losses left out)."""
-        if torch.isfinite(loss):
+        if finite(loss):
             avg_loss -= avg_loss / self.step
             avg_loss += float(loss) / self.step
         return avg_loss
@@ -405,7 +410,7 @@ class Brain(BaseSolver):
                 self._should_step = index == last
                 loss = self.fit_batch(batch)
                 self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
-                if torch.isfinite(loss).all():
+                if finite(loss):
                     metrics.update({"loss": loss}, count=batch_size_of(batch))
 
         self.run_updates(one_update, stop_when=self._step_limit_reached)
@@ -422,7 +427,7 @@ class Brain(BaseSolver):
         for index, batch in self.loader_batches(loader):
             self.step = index + 1
             loss = self.evaluate_batch(batch, stage)
-            if torch.isfinite(loss).all():
+            if finite(loss):
                 metrics.update({"loss": loss}, count=batch_size_of(batch))
             if self.debug and self.step >= self.debug_batches:  # type: ignore[attr-defined]
                 break

@@ -10,6 +10,7 @@ is skipped on every rank, agreed at its end, so DDP stays in step.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -17,6 +18,14 @@ from .. import distrib
 from ..errors import NonFiniteLossError
 
 logger = logging.getLogger("baton.solver")
+
+
+def finite(loss: torch.Tensor) -> bool:
+    """No NaN/inf in `loss`: for a scalar, one read of its value (a torch op per batch costs
+    more than the rest of the Brain's bookkeeping on a small model)."""
+    if loss.numel() == 1:
+        return math.isfinite(loss.item())
+    return bool(torch.isfinite(loss).all())
 
 
 class NonFiniteGuard:
@@ -30,7 +39,7 @@ class NonFiniteGuard:
     def check(self, loss: torch.Tensor, epoch: int, batch: int) -> bool:
         """False for a NaN/inf loss. Past the patience, one process stops at once; several
         stop together at the update's end (`skip_update`)."""
-        if bool(torch.isfinite(loss).all()):
+        if finite(loss):
             self.in_a_row = 0
             return True
         self.in_a_row += 1
