@@ -27,6 +27,7 @@ import logging
 import pickle
 import re
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -150,6 +151,12 @@ def load_file(path: str | Path, *, trusted: bool = False, trust_hint: str = TRUS
         CheckpointError: a missing, truncated or unreadable file.
     """
     path = Path(path)
+    wanted = None if trusted else _plain_pickle_global(path)
+    if wanted is not None:  # refused before torch sees it (torch would only call it damaged)
+        raise UnsafeCheckpointError(
+            f"checkpoint {path} is refused: loading it needs {wanted}, and unpickling that "
+            f"could run arbitrary code; only if you trust the file, {trust_hint}"
+        )
     try:
         return _load(path, trusted)
     except FileNotFoundError:
@@ -173,8 +180,36 @@ def load_file(path: str | Path, *, trusted: bool = False, trust_hint: str = TRUS
 def _load(path: Path, trusted: bool) -> Any:
     if trusted:
         return torch.load(path, map_location="cpu", weights_only=False)
-    with _legacy_globals():
+    with _legacy_globals(), warnings.catch_warnings():
+        # torch warns about a file's pickle protocol before refusing it: the refusal (one line,
+        # ours) is what the user must read first.
+        warnings.filterwarnings("ignore", module=r"torch\._weights_only_unpickler")
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _plain_pickle_global(path: Path) -> str | None:
+    """The first function or class a plain (not zip) pickle file asks for, read from its opcodes
+    without running any: 'posix.system' for a crafted file. torch's own files are zip archives
+    (legacy ones start with a magic-number pickle, which names nothing); None for those, and for
+    files that are no pickle at all (the load then reports them damaged)."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            return None
+        with open(path, "rb") as handle:
+            strings: list[str] = []
+            for opcode, arg, _ in pickletools.genops(handle):
+                if opcode.name in ("GLOBAL", "INST"):
+                    return str(arg).replace(" ", ".")
+                if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    return f"{strings[-2]}.{strings[-1]}"
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except (OSError, ValueError, EOFError):  # unreadable, or not a pickle: torch says so
+        return None
+    return None
 
 
 def _legacy_globals() -> contextlib.AbstractContextManager[Any]:

@@ -81,12 +81,14 @@ class Registry:
             "or an import path 'package.module.Class'"
         )
 
-    def build(self, name: str, options: Mapping[str, Any], where: str) -> Any:
+    def build(self, name: str, options: Mapping[str, Any], where: str, shared: Sequence[str] = ()) -> Any:
         """Instantiate `name` with `options` as keyword arguments, refusing unknown options.
 
-        A component's own refusal (a bad value) is prefixed with where it is configured."""
+        `shared`: the keys the caller took out of the section itself (a loss's `weight`), named
+        with the component's own in messages and "did you mean" hints. A component's own
+        refusal (a bad value) is prefixed with where it is configured."""
         factory = self.get(name, where)
-        check_options(factory, options, f"{where} ({self.family} type '{name}')")
+        check_options(factory, options, f"{where} ({self.family} type '{name}')", shared)
         try:
             return factory(**options)
         except ConfigError as exc:
@@ -106,8 +108,9 @@ class Registry:
             self._loading = False
 
 
-def check_options(factory: Callable[..., Any], options: Mapping[str, Any], where: str) -> None:
-    """Raise a one-line ConfigError for an option the factory does not take, or a missing one."""
+def check_options(factory: Callable[..., Any], options: Mapping[str, Any], where: str, shared: Sequence[str] = ()) -> None:
+    """Raise a one-line ConfigError for an option the factory does not take (the `shared` keys
+    a caller handles itself count as taken), or a missing one."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):  # a builtin without a signature: let the call decide
@@ -115,7 +118,7 @@ def check_options(factory: Callable[..., Any], options: Mapping[str, Any], where
     params = signature.parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    accepted = [*shared, *(n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)]
     for option in options:
         if option not in accepted:
             hint = did_you_mean(option, accepted)

@@ -102,3 +102,14 @@ def test_old_checkpoints_with_numpy_rng_tuples_still_load_untrusted(tmp_path: Pa
     assert draw() == expected
     with pytest.raises(pickle.UnpicklingError):  # the numpy allowlist was for that load only
         torch.load(tmp_path / "checkpoint.th", weights_only=True)
+
+
+def test_a_plain_crafted_pickle_is_refused_as_unsafe_first(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    """Not a zip (torch.save never writes one like it): refused by the global it names, before
+    torch reads it, and with no torch warning printed ahead of the refusal."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoint.th"
+    path.write_bytes(pickle.dumps(TouchOnLoad(marker), protocol=5))
+    with pytest.raises(UnsafeCheckpointError, match=r"is refused: loading it needs pathlib.*touch"):
+        read_checkpoint(path)
+    assert not marker.exists() and not [w for w in recwarn if "pickle" in str(w.message)]

@@ -78,6 +78,16 @@ def check_loggers(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def probe_logger(name: str, logging_cfg: Any, run: RunInfo) -> None:
+    """Check that tracker `name` can start, without starting it (its class's `probe(run,
+    options)`, when it has one: MLflow opens its store). Raises what starting would raise."""
+    module_name, class_name, _ = _BACKENDS[name]
+    options = logging_cfg.get(name) if hasattr(logging_cfg, "get") else None
+    probe = getattr(getattr(importlib.import_module(module_name), class_name), "probe", None)
+    if probe is not None:
+        probe(run, options)
+
+
 def build_logger(name: str, logging_cfg: Any, run: RunInfo) -> ExperimentLogger:
     """Tracker `name` (checked by `check_loggers`), configured by `logging.<name>`."""
     module_name, class_name, _ = _BACKENDS[name]

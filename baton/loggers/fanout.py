@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import ExperimentLogger, RunInfo, build_logger, check_loggers
+from ..errors import ConfigError
+from .base import ExperimentLogger, RunInfo, build_logger, check_loggers, probe_logger
 
 logger = logging.getLogger("baton")
 
@@ -56,13 +57,31 @@ class Trackers:
         while (work := self._queue.get()) is not None:
             work()
 
+    def check(self, required: bool = True) -> None:
+        """Before training, on this thread: can every tracker start (its store opens, its
+        folder is writable)? One that cannot stops the run with one line, instead of a week of
+        untracked training; with `required=False` (`logging.required`) it is dropped with one
+        warning. The trackers themselves still start on first use (a resumed XP with nothing
+        new to log starts no W&B run)."""
+        for name in list(self.names):
+            try:
+                probe_logger(name, self.cfg, self.run)
+            except Exception as exc:  # a server down, a store refused or unwritable
+                if required:
+                    raise ConfigError(
+                        f"logger {name} could not start ({_line(exc)}); fix logging.{name}.*, drop {name} "
+                        "from logging.loggers, or set logging.required=false to train without it"
+                    ) from None
+                logger.warning("logger %s could not start (%s): training goes on without it", name, _line(exc))
+                self.names.remove(name)
+
     def _active(self) -> list[ExperimentLogger]:
         if self._loggers is None:
             self._loggers = []
             for name in self.names:
                 try:
                     self._loggers.append(build_logger(name, self.cfg, self.run))
-                except Exception as exc:  # a server down, a store unwritable: train anyway
+                except Exception as exc:  # failed after its check passed: train anyway
                     logger.warning("logger %s could not start (%s): training goes on without it", name, _line(exc))
             params = {"sig": self.run.sig, **self.run.params}
             self._each("log_hyperparams", params)

@@ -29,13 +29,24 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter's value
 class MLflowLogger:
     name = "mlflow"
 
-    def __init__(self, run: RunInfo, options: Any = None) -> None:
+    @staticmethod
+    def _client(run: RunInfo, options: Any) -> Any:
         from mlflow import MlflowClient
 
+        home = (run.root or run.folder).absolute()
+        return MlflowClient(tracking_uri=str(options.get("tracking_uri") or f"sqlite:///{home / STORE}"))
+
+    @classmethod
+    def probe(cls, run: RunInfo, options: Any = None) -> None:
+        """Open the tracking store and read the experiment, as starting does (a refused or
+        unwritable store fails here, before training), without creating a run."""
+        options = options or {}
+        cls._client(run, options).get_experiment_by_name(str(options.get("experiment") or "baton"))
+
+    def __init__(self, run: RunInfo, options: Any = None) -> None:
         options = options or {}
         home = (run.root or run.folder).absolute()
-        uri = options.get("tracking_uri") or f"sqlite:///{home / STORE}"
-        self.client = MlflowClient(tracking_uri=str(uri))
+        self.client = self._client(run, options)
         experiment_name = str(options.get("experiment") or "baton")
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is not None:

@@ -204,6 +204,11 @@ class ResultLogger:
         """Metrics under `prefix` at `step` to every tracker (`logging.loggers`), once per step."""
         self.trackers.log_metrics(prefix, metrics, step)
 
+    def start_tracking(self) -> None:
+        """Start the trackers before training; one that cannot start stops the run (see
+        `Trackers.start`), unless `logging.required=false`."""
+        self.trackers.check(required=bool(self.cfg.get("required", True)))
+
     @property
     def tracking(self) -> bool:
         """Whether any tracker takes results here (rank 0 with `logging.loggers`): media worth

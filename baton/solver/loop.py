@@ -114,6 +114,7 @@ class BaseSolver(SolverCore):
     def training(self) -> Iterator[None]:
         """Around a training run: stop signals are caught (the loop checkpoints and stops at
         the next update), and background saves are finished on the way out."""
+        self.result_logger.start_tracking()  # a tracker that cannot start stops the run here
         self.cadence.signal.install()
         try:
             yield

@@ -129,6 +129,24 @@ def resolve(text: str, xp_root: str | Path | None, key: str, *, finished: bool =
     return reference
 
 
+def check_references_exist(delta: Iterable[tuple[str, Any]], xp_root: str | Path | None) -> None:
+    """Every `//sig/SIG` value of an XP's delta names an XP folder that exists: checked before
+    the XP's own folder is made, so a typo leaves nothing behind.
+
+    Raises:
+        ConfigError: naming the key, the missing XP and where it was looked for.
+    """
+    if xp_root is None:
+        return
+    for key, value in delta:
+        for sig in sorted(referenced_sigs([value])):
+            if not xp_folder(xp_root, sig).is_dir():
+                raise ConfigError(
+                    f"{key}={value}: there is no XP {sig} under {Path(xp_root) / 'xps'}; "
+                    "run that XP first (or check the sig with baton ls)"
+                )
+
+
 def referenced_sigs(values: Iterable[Any]) -> set[str]:
     """The sigs that `//sig/SIG[/...]` values name (lists searched too): the XPs that must
     finish before one holding these values can start. A grid orders its XPs by them."""

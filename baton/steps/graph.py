@@ -153,7 +153,7 @@ def _injector(step: str, name: str, spec: dict[str, Any]) -> Injector:
     if kind is None:
         raise ConfigError(f"{where}: needs a 'type'; known: {', '.join(registry.injectors.names())}")
     inputs, outputs = as_list(spec.pop("in", None)), as_list(spec.pop("out", None))
-    injector: Injector = registry.injectors.build(kind, spec, where)
+    injector: Injector = registry.injectors.build(kind, spec, where, shared=("in", "out"))
     injector.name, injector.inputs, injector.outputs = name, inputs, outputs
     injector.check_io(where)
     return injector
@@ -168,7 +168,7 @@ def _loss(step: str, name: str, spec: dict[str, Any]) -> Loss:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise ConfigError(f"{where}.weight={weight!r}: expected a number")
     after, before = (_optional_int(spec.pop(k, None), f"{where}.{k}") for k in ("after", "before"))
-    loss: Loss = registry.losses.build(kind, spec, where)
+    loss: Loss = registry.losses.build(kind, spec, where, shared=("weight", "after", "before"))
     loss.name, loss.weight, loss.after, loss.before = name, float(weight), after, before
     return loss
 
@@ -179,7 +179,7 @@ def _evaluator(name: str, spec: dict[str, Any]) -> Evaluator:
     if kind is None:
         raise ConfigError(f"{where}: needs a 'type'; known: {', '.join(registry.evaluators.names())}")
     every = _optional_int(spec.pop("every", 1), f"{where}.every") or 1
-    evaluator: Evaluator = registry.evaluators.build(kind, spec, where)
+    evaluator: Evaluator = registry.evaluators.build(kind, spec, where, shared=("every",))
     evaluator.name, evaluator.every = name, every
     return evaluator
 

@@ -100,9 +100,11 @@ def run_xp(
         ConfigError: the solver cannot be found; nothing is written.
     """
     from baton import distrib
+    from baton.solver.references import check_references_exist
     from baton.solver.runtime import Interrupted
 
     cls = solver_class(xp.cfg)
+    check_references_exist(xp.delta, xp.cfg.xp.get("root"))
     distrib.init()
     in_step = False
     try:

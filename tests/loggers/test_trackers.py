@@ -172,3 +172,22 @@ def test_unknown_or_missing_trackers_are_one_line_config_errors(tmp_path: Path, 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install 'baton\[wandb\]'"):
         Trackers(["wandb"], {}, run)
+
+
+def test_a_tracker_that_cannot_start_stops_the_run_before_training(tmp_path: Path) -> None:
+    """Asked for and not working, a tracker is no reason to train for a week untracked: the run
+    stops with one line before its first update; `logging.required=false` trains without it."""
+    from baton.tasks.example import ExampleSolver
+    from tests.helpers import example_config
+
+    (tmp_path / "a_file").write_text("")  # a store under a file: it cannot be created
+    broken = ["logging.loggers=[csv,mlflow]", f"logging.mlflow.tracking_uri=sqlite:///{tmp_path}/a_file/mlflow.db",
+              "logging.tensorboard=false", "optim.epochs=1", "task.num_train=64", "task.num_valid=32"]
+    with ExampleSolver(example_config(tmp_path / "required", *broken)) as solver:
+        with pytest.raises(ConfigError, match=r"^logger mlflow could not start \(.*\); fix logging\.mlflow\.\*, "
+                                              r"drop mlflow from logging.loggers, or set logging.required=false"):
+            solver.run()
+        assert solver.update_count == 0 and not (tmp_path / "required" / "checkpoint.th").exists()
+    with ExampleSolver(example_config(tmp_path / "optional", *broken, "logging.required=false")) as solver:
+        solver.run()
+    assert "train,loss" in (tmp_path / "optional" / "metrics.csv").read_text()

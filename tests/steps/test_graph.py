@@ -64,7 +64,8 @@ def test_the_tiny_gan_builds_in_order() -> None:
         (edited(generator__injectors__mel__out="wav"),
          r"steps.generator.injectors.mel writes 'wav', a field of the batch"),
         (edited(generator__losses__l1__wieght=2),
-         r"steps.generator.losses.l1 \(loss type 'l1'\): unknown option 'wieght'; it takes real, fake"),
+         r"steps.generator.losses.l1 \(loss type 'l1'\): unknown option 'wieght' \(did you mean 'weight'\?\); "
+         r"it takes weight, after, before, real, fake"),
         (edited(generator__losses__adv__fake=None),
          r"steps.generator.losses.adv \(loss type 'generator_gan'\): missing option 'fake'"),
         (edited(generator__optimiser="adam"),

@@ -183,3 +183,11 @@ def test_a_config_error_before_training_leaves_the_xps_status(clean_env: Path) -
     assert refused.returncode == 2 and "CUDA is not available" in refused.stderr
     assert json.loads((folder / ".exit.json").read_text())["status"] == "killed"
     assert (folder / "config.yaml").read_text() == config
+
+
+def test_a_reference_to_no_xp_is_refused_before_any_folder_is_made(clean_env: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", *QUICK, "continue_from=//sig/00000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: continue_from=//sig/00000000: there is no XP 00000000 under ")
+    assert len(err.strip().splitlines()) == 1
+    assert not list(clean_env.glob("xps/*"))  # no folder made, none marked failed
