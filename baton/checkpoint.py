@@ -331,13 +331,15 @@ class CheckpointManager:
 
     def _write(self, payload: dict[str, Any], keep_epoch: int | None) -> None:
         kept = self.folder / kept_name(keep_epoch) if keep_epoch is not None else None
+        had_one = self.latest.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_atomic(payload, self.latest, copy_as=kept)
         except (OSError, RuntimeError) as exc:  # torch's zip writer says ENOSPC as RuntimeError
+            after = ("the previous checkpoint is intact: fix that, then run again to resume from it" if had_one
+                     else "this was the XP's first checkpoint, so a rerun starts afresh: fix that first")
             raise CheckpointError(
-                f"cannot write checkpoint {self.latest}: {write_failure(exc, self.folder)}; the "
-                "previous checkpoint is intact: fix that, then run again to resume from it"
+                f"cannot write checkpoint {self.latest}: {write_failure(exc, self.folder)}; {after}"
             ) from None
         if keep_epoch is not None:
             self._prune()

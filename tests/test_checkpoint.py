@@ -134,3 +134,11 @@ def test_a_version_1_file_is_upgraded_on_read(tmp_path: Path) -> None:
     tracked = BestStates(MetricSpec("loss"))
     tracked.load_state_dict(best)
     assert tracked.value() == 0.5 and torch.equal(tracked.state()["model"]["w"], weights["model"]["w"])
+
+
+def test_a_failed_first_save_does_not_promise_a_previous_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    manager = CheckpointManager(tmp_path / "a_file" / "xp", None)  # its folder cannot be made
+    with pytest.raises(CheckpointError, match="this was the XP's first checkpoint, so a rerun starts afresh") as failed:
+        manager.save({"w": torch.zeros(1)}, 0, end_of_epoch=False)
+    assert "previous checkpoint is intact" not in str(failed.value) and "\n" not in str(failed.value)
