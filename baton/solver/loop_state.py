@@ -46,6 +46,16 @@ class LoopState:
     epoch_results: dict[str, dict[str, float]] = field(default_factory=dict)
     train_done: int = 0
 
+    def unused_result_name(self, base: str) -> str:
+        """`base`, or `base_2`, `base_3`, ...: the first name the last epoch's results do not
+        hold yet (a second test set must not overwrite the first)."""
+        taken = self.history[-1] if self.history else {}
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        return name
+
     def end_epoch(self) -> None:
         """The running epoch's results become a history entry, and the next epoch starts."""
         self.history.append({k: v for k, v in self.epoch_results.items() if v})

@@ -13,11 +13,9 @@ constructor, overridable methods and hooks, in the same order:
         on_stage_start(VALID, epoch) / evaluate_batch per batch / on_stage_end(VALID, loss, epoch)
     evaluate(test_set, min_key=...)     on_evaluate_start (loads the best checkpoint) -> TEST
 
-Underneath, the loop is the engine's (`BaseSolver.run_epoch`, `run_updates`,
-`loader_batches`): batches come from a resumable stream, updates are counted at their
-boundary, stop signals and `ckpt_interval_*` saves happen there, and ranks train one model.
-What differs from SpeechBrain, and why, is in docs/brain.md (resume bit for bit mid-epoch,
-stage losses over every item of every rank, non-finite updates skipped on every rank).
+Underneath, the loop is the engine's (`run_epoch`, `run_updates`, `loader_batches`): resumable
+batches, updates counted at their boundary, where stop signals and `ckpt_interval_*` saves
+happen. What differs from SpeechBrain, and why, is in docs/brain.md.
 """
 
 from __future__ import annotations
@@ -155,8 +153,7 @@ class Brain(BaseSolver):
         """Called at the start of each stage (every rank)."""
 
     def on_stage_end(self, stage: Stage, stage_loss: float | None, epoch: Any = None) -> None:
-        """Called at the end of each stage with its loss averaged over all items of all ranks
-        (every rank). The place for `self.checkpointer.save_and_keep_only(meta=...)`."""
+        """Called (every rank) with the stage's loss over all items of all ranks: save here."""
 
     def on_evaluate_start(self, max_key: str | None = None, min_key: str | None = None) -> None:
         """Load the best checkpoint by `max_key`/`min_key` (the newest without either)."""
@@ -228,9 +225,8 @@ class Brain(BaseSolver):
 
     @property
     def stepper(self) -> GradientStepper:
-        """The engine's stepper over the Brain's optimizers: loss division over an update's
-        batches, fp16 loss scaling, clipping at `max_grad_norm`, stepping. Its non-finite guard
-        is off: SpeechBrain's `check_loss_isfinite` decides, with its own counts."""
+        """The engine's stepper over the Brain's optimizers (accumulation, fp16 scaling, clipping);
+        its non-finite guard is off: SpeechBrain's `check_loss_isfinite` decides."""
         if self._stepper is None:
             norm = float(self.max_grad_norm)  # type: ignore[attr-defined]
             self._stepper = GradientStepper(
@@ -244,8 +240,7 @@ class Brain(BaseSolver):
             optimizer.zero_grad(set_to_none)
 
     def no_sync(self, use: bool = True) -> contextlib.ExitStack:
-        """Hold back DDP's gradient all-reduce (while accumulating). DDP decides in the forward,
-        so the context holds the forward and the backward."""
+        """Hold back DDP's gradient all-reduce while accumulating (around forward and backward)."""
         return held_sync(self.modules.values(), use)
 
     def update_average(self, loss: torch.Tensor, avg_loss: float) -> float:
@@ -347,20 +342,20 @@ class Brain(BaseSolver):
         max_key: str | None = None,
         min_key: str | None = None,
         progressbar: bool | None = None,
-        test_loader_kwargs: Mapping[str, Any] | None = None,
+        test_loader_kwargs: Mapping[str, Any] | None = None, *, name: str | None = None,
     ) -> float:
         """Evaluate the best checkpoint (by `max_key`/`min_key`) on `test_set`; returns the
-        average test loss. Its metrics join the last epoch's history as 'test'."""
+        average test loss. Its metrics join the last epoch's history as `name` (baton): 'test',
+        then 'test_2', ... for each further test set, so none overwrites another."""
         loader = self._loader(test_set, Stage.TEST, {**(test_loader_kwargs or {}), "ckpt_prefix": None})
         if progressbar is not None:
             self.result_logger.cfg.progress = bool(progressbar)
         self.on_evaluate_start(max_key=max_key, min_key=min_key)
-        metrics = self.run_stage(
-            Stage.TEST, lambda: self._evaluation_stage(loader, Stage.TEST), name="test",
-            epoch=len(self.history) or None,
-        )
+        name = name or self.loop_state.unused_result_name("test")
+        metrics = self.run_stage(Stage.TEST, lambda: self._evaluation_stage(loader, Stage.TEST), name=name,
+                                 epoch=len(self.history) or None)
         if self.history:
-            self.history[-1]["test"] = metrics
+            self.history[-1][name] = metrics
             self.result_logger.write_history(self.history)
         return metrics.get("loss", float("nan"))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch.optim import SGD
@@ -251,3 +253,16 @@ def test_run_options_are_speechbrains_type_of_run_opts():
     assert brain.grad_accumulation_factor == 2
     with pytest.raises(ConfigError, match=r"unknown run option 'devise' \(did you mean 'device'\?\)"):
         sb.RunOptions({"devise": "cpu"})
+
+
+def test_every_evaluation_is_kept_under_its_own_name(tmp_path):
+    """Two test sets (test-clean, test-other): neither result overwrites the other."""
+    brain = Regression({"model": torch.nn.Linear(4, 2)}, lambda p: SGD(p, lr=0.1), run_opts={"output_folder": str(tmp_path)})
+    brain.fit(range(1), regression_data(8), train_loader_kwargs={"batch_size": 4})
+    first = brain.evaluate(regression_data(4), test_loader_kwargs={"batch_size": 2})
+    brain.evaluate(regression_data(6), test_loader_kwargs={"batch_size": 2})
+    brain.evaluate(regression_data(4), test_loader_kwargs={"batch_size": 2}, name="test_other")
+    assert {"test", "test_2", "test_other"} <= set(brain.history[-1])
+    assert brain.history[-1]["test"]["loss"] == pytest.approx(first)
+    lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert {"test", "test_2", "test_other"} <= set(lines[-1])
