@@ -105,6 +105,13 @@ class SolverCore:
         its own (Brain) overrides this instead of the constructor's signature."""
         return cls(cfg, folder)
 
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Every check of `cfg` that needs no data and no model, run before an XP's folder is
+        made (and by `baton run --dry_run`): a config a real run refuses is refused here, with
+        the same one line. A solver with config sections of its own extends it."""
+        LoopSettings.from_config(cfg)
+
     # ----------------------------------------------------------------- to override
     def build(self) -> None:
         """Build models, optimizers and dataloaders, and register what is checkpointed."""

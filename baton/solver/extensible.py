@@ -107,6 +107,12 @@ class ExtensibleSolver(StandardSolver):
         self.dataloaders.update(split_loaders(data, splits, seed=int(self.cfg.seed), batch_size=batch_size))
 
     @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The loop keys, and the networks / steps / evaluators graph."""
+        super().check_config(cfg)
+        cls.graph_from_config(cfg)
+
+    @classmethod
     def graph_from_config(cls, cfg: Any) -> Graph:
         """The config's networks, steps and evaluators, parsed and checked."""
         sections = {key: OmegaConf.to_container(cfg.get(key), resolve=True) if cfg.get(key) is not None else None

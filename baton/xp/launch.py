@@ -84,6 +84,23 @@ def clear_folder(folder: Path) -> None:
             path.unlink()
 
 
+def preflight(xp: Composition) -> type[BaseSolver]:
+    """What a run checks before its XP's folder is made (the solver class, `//sig/` references,
+    the solver's own config checks); `baton run --dry_run` runs the same. Returns the class.
+
+    Raises:
+        ConfigError: one line, the same a real run would give.
+    """
+    from baton.solver.references import check_references_exist
+
+    cls = solver_class(xp.cfg)
+    check_references_exist(xp.delta, xp.cfg.xp.get("root"))
+    check = getattr(cls, "check_config", None)
+    if callable(check):
+        check(xp.cfg)
+    return cls
+
+
 def run_xp(
     xp: Composition, *, clear: bool = False, argv: Sequence[str] = (), accept_config_change: bool = False,
     on_start: Callable[[], None] | None = None,
@@ -100,11 +117,9 @@ def run_xp(
         ConfigError: the solver cannot be found; nothing is written.
     """
     from baton import distrib
-    from baton.solver.references import check_references_exist
     from baton.solver.runtime import Interrupted
 
-    cls = solver_class(xp.cfg)
-    check_references_exist(xp.delta, xp.cfg.xp.get("root"))
+    cls = preflight(xp)
     distrib.init()
     in_step = False
     try:

@@ -191,3 +191,15 @@ def test_a_reference_to_no_xp_is_refused_before_any_folder_is_made(clean_env: Pa
     assert err.startswith("error: continue_from=//sig/00000000: there is no XP 00000000 under ")
     assert len(err.strip().splitlines()) == 1
     assert not list(clean_env.glob("xps/*"))  # no folder made, none marked failed
+
+
+def test_dry_run_makes_every_check_a_run_makes_and_no_xp(clean_env: Path, capsys: pytest.CaptureFixture) -> None:
+    """A broken steps override: `--dry_run` refuses it with the real run's line (rc 2), and
+    neither leaves an XP folder behind."""
+    broken = ["solver=gan/debug", "+steps.generator.losses.mel.wieght=45"]
+    assert main(["run", *broken, "--dry_run"]) == 2
+    dry = capsys.readouterr().err
+    assert "unknown option 'wieght' (did you mean 'weight'?)" in dry and len(dry.strip().splitlines()) == 1
+    assert main(["run", *broken]) == 2
+    assert capsys.readouterr().err == dry
+    assert not list(clean_env.glob("xps/*"))

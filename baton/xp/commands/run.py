@@ -14,7 +14,7 @@ from baton.xp.commands.common import add_config_dir
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides: solver=example optim.lr=1e-3")
     parser.add_argument("-f", "--from_sig", dest="sig", metavar="SIG", help="start from SIG's overrides, then apply these")
-    parser.add_argument("--dry_run", action="store_true", help="print the sig, delta and folder; run nothing")
+    parser.add_argument("--dry_run", action="store_true", help="check the config as a run would, print the sig, delta and folder; run nothing")
     parser.add_argument("--clear", action="store_true", help="delete the XP folder first (start fresh)")
     parser.add_argument(
         "--accept-config-change", action="store_true",
@@ -47,6 +47,9 @@ def main(args: argparse.Namespace) -> int:
     xp = compose_xp(overrides, args.config_dir)
     folder = XPFolder(xp.folder)
     if args.dry_run:
+        from baton.xp.launch import preflight
+
+        preflight(xp)  # every check a real run makes before training: a refusal is rc 2 here too
         state = st.xp_status(folder) if folder.exists() else "not created"
         print(f"sig:    {xp.sig}")
         print(f"delta:  {format_delta(xp.delta)}")
