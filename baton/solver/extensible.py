@@ -35,8 +35,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from .. import distrib
 from ..data.builders import split_loaders
 from ..data.collate import AudioBatch
+from ..data.rng import derive_seed
 from ..errors import ConfigError
 from ..optim import build_lr_scheduler, build_optimizer
 from ..optim.stepper import GradientStepper
@@ -340,6 +342,18 @@ class ExtensibleSolver(StandardSolver):
             f"{type(batch).__name__}; return a dict from the dataset's collate function"
         )
 
+    def evaluation_state(self, batch: Any, index: int) -> State:
+        """A batch's state outside training, with one seed per item for random injectors: from
+        the item's place in its dataset (or the batch's place in the pass), the same each epoch."""
+        state = self.batch_state(batch)
+        infos, seed = state.get("infos"), int(self.cfg.seed)
+        count = batch_size_of(batch)
+        if infos is not None and len(infos) == count:
+            state.item_seeds = [derive_seed(seed, info.index, round(info.offset * 1e6)) for info in infos]
+        else:
+            state.item_seeds = [derive_seed(seed, distrib.rank(), index, i) for i in range(count)]
+        return state
+
     # ----------------------------------------------------------------- valid, evaluate, generate
     def valid(self) -> dict[str, float]:
         """Every step's losses without gradient, then the evaluators due this epoch."""
@@ -356,8 +370,8 @@ class ExtensibleSolver(StandardSolver):
 
     def measure(self, batches: Any, losses: bool, evaluators: list[Any]) -> dict[str, float]:
         average = self.stage_metrics
-        for _, batch in batches:
-            state = self.batch_state(batch)
+        for index, batch in batches:
+            state = self.evaluation_state(batch, index)
             metrics: dict[str, Any] = {}
             if losses:
                 for step in self.graph.steps:
@@ -379,8 +393,8 @@ class ExtensibleSolver(StandardSolver):
             return {}
         limit = int(self.cfg.generate.num_samples)
         writer = SampleWriter(self.folder / "samples" / str(self.epoch), limit)
-        for _, batch in self.loader_batches(self.dataloaders["generate"], limit):
-            state = self.batch_state(batch)
+        for index, batch in self.loader_batches(self.dataloaders["generate"], limit):
+            state = self.evaluation_state(batch, index)
             self.provide(state, keys)
             infos = state.get("infos")
             labels = [info.label for info in infos] if infos is not None else None

@@ -36,6 +36,9 @@ class State(dict[str, Any]):
     def __init__(self, fields: dict[str, Any]) -> None:
         super().__init__(fields)
         self.writers = {key: "the batch" for key in fields}
+        # Outside training, one seed per item (from the run's seed and the item): what random
+        # injectors draw from there, so every evaluation sees the same noise. None in training.
+        self.item_seeds: list[int] | None = None
         # Keys computed ahead of their step (on demand, without autograd, for a step that ran
         # first): their own injector replaces them when its step runs.
         self.provisional: set[str] = set()

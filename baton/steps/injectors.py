@@ -10,16 +10,20 @@
 
 Random draws come from torch's global generator, which the checkpoint holds: a resumed run
 draws the same crops and noise. Outside training (valid, evaluate, generate) `slice` crops from
-the start and `augment` passes its input through, so evaluation is repeatable.
+the start, `augment` passes its input through, and `noise` / `constant: randn` draw from a seed
+per item (the run's seed and the item's place in its dataset), so every epoch evaluates on the
+same noisy set (`fixed_eval: false`: fresh draws each time, as in training).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from ..data.rng import derive_seed
 from ..errors import ConfigError
 from ..metrics.audio import mel_filterbank
 from .components import Injector, StepContext
@@ -66,18 +70,30 @@ class NetworkInjector(Injector):
         return result
 
 
+def randn_like(ctx: StepContext, x: torch.Tensor, salt: str, fixed_eval: bool) -> torch.Tensor:
+    """N(0, 1) shaped like `x`: from the global generator in training, from each item's seed
+    (salted by the injector's name, so two injectors draw differently) outside it."""
+    seeds = ctx.state.item_seeds if fixed_eval and not ctx.training else None
+    if seeds is None or len(seeds) != x.shape[0]:
+        return torch.randn(x.shape, dtype=x.dtype).to(x.device)
+    salted = zlib.crc32(salt.encode())
+    rows = [torch.randn(x.shape[1:], dtype=x.dtype, generator=torch.Generator().manual_seed(derive_seed(seed, salted)))
+            for seed in seeds]
+    return torch.stack(rows).to(x.device)
+
+
 @register_injector("constant")
 class ConstantInjector(Injector):
     """A tensor like the input, of zeros, ones, or standard normal values (`value`)."""
 
-    def __init__(self, value: str = "zeros") -> None:
+    def __init__(self, value: str = "zeros", fixed_eval: bool = True) -> None:
         if value not in ("zeros", "ones", "randn"):
             raise ConfigError(f"value '{value}' is unknown; choose zeros, ones or randn")
-        self.value = value
+        self.value, self.fixed_eval = value, fixed_eval
 
     def __call__(self, ctx: StepContext, like: torch.Tensor) -> torch.Tensor:
         if self.value == "randn":
-            return torch.randn(like.shape, dtype=like.dtype).to(like.device)
+            return randn_like(ctx, like, self.name, self.fixed_eval)
         return torch.zeros_like(like) if self.value == "zeros" else torch.ones_like(like)
 
 
@@ -85,11 +101,11 @@ class ConstantInjector(Injector):
 class NoiseInjector(Injector):
     """`scale * N(0, 1)` shaped like the input; with `add: true`, the input plus that noise."""
 
-    def __init__(self, scale: float = 1.0, add: bool = False) -> None:
-        self.scale, self.add = float(scale), add
+    def __init__(self, scale: float = 1.0, add: bool = False, fixed_eval: bool = True) -> None:
+        self.scale, self.add, self.fixed_eval = float(scale), add, fixed_eval
 
     def __call__(self, ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(x.shape, dtype=x.dtype).to(x.device) * self.scale
+        noise = randn_like(ctx, x, self.name, self.fixed_eval) * self.scale
         return x + noise if self.add else noise
 
 

@@ -424,3 +424,33 @@ def test_an_evaluator_that_skips_epochs_cannot_pick_the_best_state(env: Path) ->
     evaluators = {"mel_distance": {"type": "mel_distance", "real": "wav", "fake": "fake", "every": 2}}
     with pytest.raises(ConfigError, match=r"best_metric.name='mel_distance' is evaluators.mel_distance, which runs every 2"):
         ExtensibleSolver(tiny_gan(evaluators=evaluators))
+
+
+def denoiser_config(*overrides: str, fixed_eval: bool = True) -> Any:
+    """A 1x1 conv denoiser on noise added by a `noise` injector; `si_snr_in` measures the noisy
+    input against the clean one, so it depends on the noise alone."""
+    networks = {"denoiser": {"type": "generator", "_target_": "torch.nn.Conv1d",
+                             "in_channels": 1, "out_channels": 1, "kernel_size": 1}}
+    steps = {"fit": {"training": "denoiser", "optimizer": "sgd", "optimizer_params": {"lr": 0.1, "momentum": 0.0},
+                     "injectors": {"noisy": {"type": "noise", "in": "wav", "out": "noisy", "add": True, "scale": 0.1,
+                                             "fixed_eval": fixed_eval},
+                                   "run": {"type": "generator", "generator": "denoiser", "in": "noisy", "out": "out"}},
+                     "losses": {"l1": {"type": "l1", "real": "wav", "fake": "out"}}}}
+    evaluators = {"si_snr_in": {"type": "sisnr", "real": "wav", "fake": "noisy"},
+                  "si_snr_out": {"type": "sisnr", "real": "wav", "fake": "out"}}
+    return tiny_gan("optim.updates_per_epoch=2", "optim.epochs=3", "best_metric.name=l1", "generate.audio=[out]",
+                    "evaluate.every=1", *overrides, networks=networks, steps=steps, evaluators=evaluators)
+
+
+def test_evaluation_noise_is_the_same_every_epoch(env: Path) -> None:
+    """Outside training `noise` draws from each item's seed: the noisy evaluation set is fixed,
+    so `si_snr_in` is equal at every epoch while the denoiser's own score moves."""
+    with ExtensibleSolver(denoiser_config()) as solver:
+        history = solver.run()
+    for stage in ("valid", "evaluate"):
+        inputs = {epoch[stage]["si_snr_in"] for epoch in history}
+        assert len(inputs) == 1, (stage, inputs)
+    assert history[0]["evaluate"]["si_snr_in"] != history[0]["valid"]["si_snr_in"]  # other items
+    assert len({epoch["valid"]["si_snr_out"] for epoch in history}) == 3
+    with ExtensibleSolver(denoiser_config("seed=3", fixed_eval=False)) as fresh:
+        assert len({epoch["valid"]["si_snr_in"] for epoch in fresh.run()}) == 3  # today's draws, on request
