@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import torch
@@ -103,6 +104,8 @@ class KilledSolver(ExampleSolver):
     def run_step(self, idx: int, batch: Any, metrics: dict[str, Any]) -> dict[str, Any]:
         if self.is_training and self.update_count == self.spec.get("kill_at_update"):
             die()
+        if self.is_training and self.spec.get("seconds_per_batch"):
+            time.sleep(self.spec["seconds_per_batch"])  # a longer run, the same numbers
         return super().run_step(idx, batch, metrics)
 
 

@@ -107,11 +107,16 @@ def test_killed_at_many_points_resumes_bit_exact(tmp_path: Path, reference: dict
 def test_killed_from_outside_at_a_random_moment_resumes_bit_exact(
     tmp_path: Path, reference: dict[str, Any]
 ) -> None:
-    proc = launch(tmp_path, OVERRIDES)
+    """10 ms per batch makes the 86 batches after the first checkpoint last about a second at
+    least, so a kill within 0.8 s of it lands while training: asserted, not assumed."""
+    proc = launch(tmp_path, OVERRIDES, seconds_per_batch=0.01)
     wait_for_training(proc, tmp_path)
-    time.sleep(random.uniform(0.0, 1.0))
+    time.sleep(random.uniform(0.0, 0.8))
+    assert proc.poll() is None, "the run ended before the kill: this test would test nothing"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert torch.load(tmp_path / "checkpoint.th", weights_only=False)["epoch"] < 3  # killed mid-run
     run(tmp_path, OVERRIDES)
     assert_same(final_state(tmp_path), reference)
 
