@@ -7,6 +7,7 @@ written once and runs the same on a laptop, under `torchrun`, and under SLURM.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -84,6 +85,11 @@ def shutdown(*, in_step: bool = True) -> None:
         return
     if in_step:
         dist.barrier()
+    # A solver is freed by the garbage collector (its components point back at it), and with it
+    # its DDP wrappers, whose reducers hold the process group: freed after the group is destroyed,
+    # at interpreter exit, their threads abort the process ("terminate called without an active
+    # exception"). Collect first.
+    gc.collect()
     dist.destroy_process_group()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,8 +127,11 @@ def run_xp(
         status = _run_rank(cls, xp, clear, argv, accept_config_change, on_start)
         in_step = True
         return status
-    except Interrupted:
+    except Interrupted as stop:
         in_step = True  # the ranks agreed to stop at the same update
+        # The traceback holds the finished frames that held the solver (and its DDP wrappers):
+        # clear them, so the solver is gone before the process group is destroyed.
+        traceback.clear_frames(stop.__traceback__)
         raise
     finally:
         distrib.shutdown(in_step=in_step)
