@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .. import distrib
 from ..data.builders import split_loaders
 from ..data.collate import AudioBatch
 from ..metrics.audio import MelDistance, si_snr
@@ -31,6 +32,7 @@ from ..solver.samples import SampleWriter
 from ..solver.standard import StandardSolver
 
 SPLITS = ("train", "valid", "evaluate", "generate")
+PICTURE_ITEMS = 4  # spectrogram pairs in overview.png
 
 
 def masked_l1(estimate: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -123,6 +125,7 @@ class CompressionSolver(StandardSolver):
         (each once over all ranks, see SampleWriter)."""
         limit = int(self.cfg.generate.num_samples)
         writer = SampleWriter(self.folder / "samples" / str(self.epoch), limit)
+        pairs: list[tuple[str, Any, Any]] = []
         for _, batch in self.loader_batches(self.dataloaders["generate"], limit):
             batch = batch.to(self.device)
             with self.autocast():
@@ -134,9 +137,35 @@ class CompressionSolver(StandardSolver):
                 writer.write(f"{stem}_original", original, self.model.sample_rate)
                 writer.write(f"{stem}_reconstructed", reconstructed, self.model.sample_rate)
                 self.log_pair(stem, original.numpy(), reconstructed.numpy())
+                pairs.append((stem, original.numpy(), reconstructed.numpy()))
             if writer.full:
                 break
+        if self.cfg.generate.get("picture") and pairs and distrib.is_rank_zero():
+            self.write_picture(writer.folder / "overview.png", pairs[:PICTURE_ITEMS])
         return {}
+
+    def write_picture(self, path: Any, pairs: list[tuple[str, Any, Any]]) -> None:
+        """overview.png beside the samples: this rank's first pairs as spectrograms, above the
+        curves of SI-SNR and mel distance so far (`generate.picture`; it needs matplotlib: a run
+        without it says so and goes on, since the samples are written)."""
+        import logging
+
+        from ..errors import UserError
+        from ..loggers.overview import write_overview
+
+        history = [*self.history, self.loop_state.epoch_results]
+        evaluated = list(history[-1].get("evaluate", {}))
+        panels = {
+            "SI-SNR (dB, higher is better)": [("train", "si_snr"), ("valid", "si_snr")]
+            + [("evaluate", key) for key in evaluated if key.startswith("si_snr")],
+            "mel distance (lower is better)": [("train", "mel"), ("valid", "mel")]
+            + [("evaluate", key) for key in evaluated if key.startswith("mel")],
+        }
+        try:
+            write_overview(path, pairs, self.model.sample_rate, history, panels,
+                           f"XP {self.folder.name}, epoch {self.epoch}: original | reconstruction at {self.model.bandwidth():g} kbps")
+        except UserError as exc:
+            logging.getLogger("baton.solver").warning("no overview.png: %s", exc)
 
     def log_pair(self, stem: str, original: Any, reconstructed: Any) -> None:
         """Both clips, and their log-mel spectrograms one above the other, to the trackers."""

@@ -14,7 +14,7 @@ from tests.data.audio_files import manifest_line, write_manifest_lines, write_to
 
 SHORT = ["solver=compression/debug", "optim.epochs=2", "optim.updates_per_epoch=12",
          "dataset.batch_size=8", "evaluate.n_q=[1,4]", "generate.num_samples=2",
-         "logging.tensorboard=false", "num_threads=2"]
+         "logging.tensorboard=false", "num_threads=2", "generate.picture=false"]
 
 
 def test_shortened_debug_run_learns_and_writes_samples(env: Path) -> None:
@@ -41,6 +41,30 @@ def test_shortened_debug_run_learns_and_writes_samples(env: Path) -> None:
     assert {f"generate/{stem}/original", f"generate/{stem}/reconstructed"} <= set(tags["audio"])
     (image,) = events.Images(f"generate/{stem}/mel_original_above_reconstructed")
     assert image.height > 2 * 80 and image.step == 2
+
+
+def test_generate_draws_spectrograms_and_curves_beside_the_samples(env: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    cfg = compose([*SHORT, "optim.epochs=1", "generate.picture=true"])
+    CompressionSolver(cfg).run()
+    picture = Path(cfg.xp.folder) / "samples" / "1" / "overview.png"
+    from matplotlib.image import imread
+
+    pixels = imread(picture)
+    # Two spectrogram rows (generate.num_samples=2) above the curves, 10 inches wide at 100 dpi.
+    assert pixels.shape[1] == 1000 and pixels.shape[0] > 400
+    assert pixels[..., :3].std() > 0.1  # drawn, not blank
+
+
+def test_without_matplotlib_generate_says_so_and_writes_the_samples(env: Path, monkeypatch, caplog) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    cfg = compose([*SHORT, "optim.epochs=1", "generate.picture=true"])
+    CompressionSolver(cfg).run()
+    samples = Path(cfg.xp.folder) / "samples" / "1"
+    assert len(list(samples.glob("*.wav"))) == 4 and not (samples / "overview.png").exists()
+    assert "no overview.png: drawing a picture needs matplotlib: pip install 'baton[plot]'" in caplog.text
 
 
 def test_gpu_size_config_composes_and_builds(env: Path) -> None:

@@ -15,12 +15,11 @@ def plot_history(history: Sequence[dict[str, dict[str, float]]], columns: Sequen
     Raises:
         UserError: matplotlib is missing, there is nothing to draw, or the file cannot be written.
     """
-    try:
-        import matplotlib
+    from baton.loggers.overview import curve_panel, pyplot
 
-        matplotlib.use("Agg")  # files only: no display needed, none opened
-        import matplotlib.pyplot as plt
-    except ImportError:
+    try:
+        plt = pyplot()
+    except UserError:
         raise UserError("--plot needs matplotlib: pip install 'baton[plot]'") from None
     metrics = list(dict.fromkeys(metric for _, metric in columns))
     if not metrics or not history:
@@ -29,17 +28,7 @@ def plot_history(history: Sequence[dict[str, dict[str, float]]], columns: Sequen
     rows = -(-len(metrics) // cols)
     figure, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
     for axis, metric in zip(axes.flat, metrics, strict=False):
-        for stage, name in columns:
-            if name != metric:
-                continue
-            points = [(epoch, entry[stage][name]) for epoch, entry in enumerate(history, start=1)
-                      if isinstance(entry.get(stage, {}).get(name), (int, float))]
-            if points:
-                axis.plot(*zip(*points, strict=True), marker="o", markersize=3, label=stage)
-        axis.set_title(metric)
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+        curve_panel(axis, history, [(stage, name) for stage, name in columns if name == metric], metric)
     for axis in list(axes.flat)[len(metrics):]:
         axis.set_visible(False)
     figure.suptitle(title)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from baton.errors import UserError
@@ -72,10 +73,10 @@ def main(args: argparse.Namespace) -> int:
 
             nproc = nproc_for(args.nproc if args.nproc is not None else configured, str(xp.cfg.device))
             return launch(xp.sig, Path(xp.folder), nproc, sys.argv[1:])
-    started: list[bool] = []
+    started: list[float] = []
 
     def announce() -> None:  # once the XP can start: not before a refusal
-        started.append(True)
+        started.append(time.monotonic())
         print(f"baton: XP {xp.sig} ({format_delta(xp.delta)}) in {xp.folder}", flush=True)
 
     status = run_xp(xp, clear=args.clear, argv=overrides, accept_config_change=args.accept_config_change,
@@ -83,7 +84,8 @@ def main(args: argparse.Namespace) -> int:
     if status == st.DONE and not started:
         print(f"baton: XP {xp.sig} is done ({len(folder.history())} epochs); --clear to start it again")
     if status == st.DONE:
-        print_results(xp.sig, folder, str(xp.cfg.best_metric.stage), str(xp.cfg.best_metric.name))
+        seconds = time.monotonic() - started[0] if started else None
+        print_results(xp.sig, folder, str(xp.cfg.best_metric.stage), str(xp.cfg.best_metric.name), seconds)
         return 0
     print(f"baton: XP {xp.sig} stopped early; `baton run -f {xp.sig}` resumes it")
     return 1
@@ -113,8 +115,10 @@ def _submit(xp, overrides: list[str], args: argparse.Namespace) -> int:
     return 0
 
 
-def print_results(sig: str, folder, best_stage: str, best_name: str) -> None:
-    """The end of a finished run: the numbers that matter per epoch, and where everything is.
+def print_results(sig: str, folder, best_stage: str, best_name: str, seconds: float | None = None) -> None:
+    """The end of a finished run: the numbers that matter per epoch, and where everything is;
+    `seconds`, when given, is how long this invocation ran the XP (training, evaluation and
+    samples; not the start of Python).
 
     Columns: the training loss, the metric the best state is chosen by, and every evaluate
     metric; `baton info -f SIG -m` shows them all.
@@ -138,9 +142,13 @@ def print_results(sig: str, folder, best_stage: str, best_name: str) -> None:
         epochs = sorted((p for p in samples.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
         if epochs:
             lines.append(("samples", epochs[-1]))
+            if (epochs[-1] / "overview.png").is_file():
+                lines.append(("picture", epochs[-1] / "overview.png"))
     if (folder.path / "tensorboard").is_dir():
         lines.append(("tensorboard", f"tensorboard --logdir {folder.path / 'tensorboard'}"))
     lines.append(("details", f"baton info -f {sig} -m"))
+    if seconds is not None:
+        lines.append(("time", f"{seconds:.0f} s in this run ({len(history)} epochs in all)"))
     for name, value in lines:
         out.print(f"{name:<12} {value}", markup=False)
     print(f"baton: XP {sig} done")
