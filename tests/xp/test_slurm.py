@@ -75,6 +75,9 @@ def test_a_preempted_job_is_requeued_and_resumes_exactly(tmp_path: Path) -> None
     wait_until(lambda: (folder / "history.jsonl").exists(), what="the first epoch")
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
     wait_until(lambda: job_field(job, "Restarts") == "1", what="the requeue")
+    # Released only once the old instance has exited and the job waits again: released while it
+    # still completes, SLURM marks the job FAILED instead of starting it again (seen 1 in 2).
+    wait_until(lambda: job_field(job, "JobState") == "PENDING", what="the requeued job to wait")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     wait_until(lambda: ended(folder), what="the requeued job")
     assert json.loads((folder / ".exit.json").read_text())["status"] == "done"
