@@ -42,9 +42,13 @@ class StopSignal:
         if signum == signal.SIGINT:
             if self.received == signal.SIGINT:
                 raise KeyboardInterrupt
+            # Recorded before the notice is written: Python runs a handler between any two
+            # bytecodes, also inside this one, so a second Ctrl-C sent on reading the notice
+            # must find the first one recorded (else both count as a first, and nothing stops).
+            self.received = signum
             with contextlib.suppress(OSError):
                 os.write(2, self.NOTICE)
-        if self.received is None or signum == signal.SIGINT:
+        elif self.received is None:
             self.received = signum
 
     def install(self) -> None:
