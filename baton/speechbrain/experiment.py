@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import io
 import logging
 import logging.config
 import os
@@ -77,7 +78,20 @@ def _save_hyperparams(source: Path, overrides: Mapping[str, Any] | str | None, t
     with open(source, encoding="utf-8") as handle:
         resolved = resolve_references(handle, overrides or {})
     header = f"# Generated {time.strftime('%Y-%m-%d')} from:\n# {source.resolve()}\n# yamllint disable\n"
-    write_text_atomic(target, header + resolved.getvalue())
+    write_text_atomic(target, header + unfolded(resolved.getvalue()))
+
+
+def unfolded(text: str) -> str:
+    """The YAML `text` with no value folded onto a second line: the dump wraps at 80 columns,
+    which splits a long resolved path from its key, and a reader (or grep) then misses it.
+    Round-trip loading keeps the tags (`!new:`, `!ref`), anchors and comments as they were."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.width = 1 << 20
+    stream = io.StringIO()
+    yaml.dump(yaml.load(text), stream)
+    return stream.getvalue()
 
 
 def _setup_logging(log_file: Path, log_config: str | Path | None) -> None:
