@@ -48,3 +48,13 @@ def test_info_plot_draws_the_curves(two_xps: list[str], tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "(2 metric(s))" in result.stdout
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000
+
+
+
+def test_info_metrics_list_stages_in_the_loops_order(two_xps: list[str], tmp_path: Path) -> None:
+    # history.jsonl stores stages alphabetically (evaluate, train, valid); tables follow the loop.
+    result = baton_cli("info", "-f", two_xps[0], "-m", env={"BATON_XP_DIR": str(tmp_path), "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    stage_row = next(line for line in result.stdout.splitlines() if line.startswith("┃"))  # the stages
+    stages = [cell.strip() for cell in stage_row.strip("┃ ").split("┃") if cell.strip()]
+    assert list(dict.fromkeys(stages)) == ["train", "valid", "evaluate"], stage_row

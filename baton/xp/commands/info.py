@@ -112,15 +112,24 @@ def _checkpoint_epoch(folder: Path, *, trusted: bool = False) -> str:
     return describe_latest(folder, trusted=trusted)
 
 
+STAGE_ORDER = ("train", "valid", "evaluate", "generate")
+
+
+def stage_rank(stage: str) -> int:
+    """Where a stage's columns go: in the loop's order, then other results (test sets)."""
+    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+
+
 def metric_columns(history: Sequence[dict[str, dict[str, float]]]) -> list[tuple[str, str]]:
-    """Every (stage, metric) of the history, in the order they first appear."""
+    """Every (stage, metric) of the history: stages in the loop's order (history.jsonl stores
+    them alphabetically), then other results; metrics in the order they first appear."""
     columns: list[tuple[str, str]] = []
     for entry in history:
         for stage, metrics in entry.items():
             for name in metrics:
                 if (stage, name) not in columns:
                     columns.append((stage, name))
-    return columns
+    return sorted(columns, key=lambda column: stage_rank(column[0]))
 
 
 def select_columns(columns: Sequence[tuple[str, str]], names: str) -> list[tuple[str, str]]:

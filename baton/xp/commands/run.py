@@ -128,10 +128,9 @@ def print_results(sig: str, folder, best_stage: str, best_name: str, seconds: fl
 
     history = folder.history()
     keep = {("train", "loss"), (best_stage, best_name)}
-    order = {"train": 0, "valid": 1, "evaluate": 2, "generate": 3}
     shown = [
-        {stage: {k: v for k, v in entry[stage].items() if (stage, k) in keep or stage == "evaluate"}
-         for stage in sorted(entry, key=lambda name: order.get(name, len(order)))}
+        {stage: {k: v for k, v in metrics.items() if (stage, k) in keep or stage == "evaluate"}
+         for stage, metrics in entry.items()}
         for entry in history
     ]
     out = console()
