@@ -31,8 +31,14 @@ class MLflowLogger:
 
     @staticmethod
     def _client(run: RunInfo, options: Any) -> Any:
+        import logging
+
         from mlflow import MlflowClient
 
+        # A new SQLite store says "Creating initial MLflow database tables..." and "Updating
+        # database tables" at INFO, among the training's own lines: MLflow's housekeeping, not
+        # the run's. Its warnings and errors still show.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         home = (run.root or run.folder).absolute()
         return MlflowClient(tracking_uri=str(options.get("tracking_uri") or f"sqlite:///{home / STORE}"))
 

@@ -191,3 +191,14 @@ def test_a_tracker_that_cannot_start_stops_the_run_before_training(tmp_path: Pat
     with ExampleSolver(example_config(tmp_path / "optional", *broken, "logging.required=false")) as solver:
         solver.run()
     assert "train,loss" in (tmp_path / "optional" / "metrics.csv").read_text()
+
+
+def test_a_new_mlflow_store_keeps_its_housekeeping_out_of_the_output(tmp_path: Path) -> None:
+    from tests.xp.conftest import QUICK, baton_cli
+
+    result = baton_cli("run", *QUICK, "optim.epochs=1", "logging.loggers=[mlflow]", env={"BATON_XP_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "mlflow.db").is_file()  # the store was created by this run
+    output = result.stdout + result.stderr
+    assert "Valid | epoch 1" in output
+    assert "database tables" not in output, output
