@@ -36,7 +36,7 @@ TINY_STEPS: dict[str, Any] = {
 }
 
 SHORT = ["solver=gan/debug", "optim.epochs=1", "optim.updates_per_epoch=4", "dataset.batch_size=4",
-         "dataset.segment_duration=0.064", "logging.tensorboard=false", "num_threads=2",
+         "dataset.segment_duration=0.064", "logging.tensorboard=false", "num_threads=1",
          "generate.num_samples=2", "dataset.valid.num_samples=8"]
 
 

@@ -89,16 +89,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+STOPPED_RUN = ["optim.epochs=2", "optim.grad_accumulation=2", "task.num_train=96000",
+               "checkpoint.every_updates=20", "logging.tensorboard=false", "num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def straight_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 2-rank run of STOPPED_RUN never stopped: what every stopped and resumed one must equal."""
+    folder = tmp_path_factory.mktemp("straight")
+    assert finish(launch_ranks(folder, STOPPED_RUN, free_port())) == [0, 0]
+    return folder
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("signum, ranks", [(signal.SIGTERM, [1]), (signal.SIGINT, [0, 1])])
-def test_a_stop_signal_stops_all_ranks_and_resumes_bit_exact(tmp_path: Path, signum: int, ranks: list[int]) -> None:
+def test_a_stop_signal_stops_all_ranks_and_resumes_bit_exact(tmp_path: Path, straight_ranks: Path, signum: int, ranks: list[int]) -> None:
     """SLURM may signal one task first (SIGTERM to rank 1); Ctrl-C reaches every rank (SIGINT to
     all): all ranks must stop at the same update, save once, and the resumed run must equal an
     uninterrupted one (weights and reduced metrics alike)."""
-    overrides = ["optim.epochs=2", "optim.grad_accumulation=2", "task.num_train=96000",
-                 "checkpoint.every_updates=20", "logging.tensorboard=false", "num_threads=1"]
-    assert finish(launch_ranks(tmp_path / "straight", overrides, free_port())) == [0, 0]
-
+    overrides = STOPPED_RUN
     folder = tmp_path / "stopped"
     procs = launch_ranks(folder, overrides, free_port())
     deadline = time.monotonic() + 120
@@ -110,11 +119,11 @@ def test_a_stop_signal_stops_all_ranks_and_resumes_bit_exact(tmp_path: Path, sig
     assert finish(procs) == [128 + signum] * 2
     assert finish(launch_ranks(folder, overrides, free_port())) == [0, 0]
 
-    straight = torch.load(tmp_path / "straight" / "checkpoint.th", weights_only=False)["state"]
+    straight = torch.load(straight_ranks / "checkpoint.th", weights_only=False)["state"]
     resumed = torch.load(folder / "checkpoint.th", weights_only=False)["state"]
     for key, value in straight["registered"]["model"].items():
         assert torch.equal(value, resumed["registered"]["model"][key]), key
-    assert (folder / "history.jsonl").read_bytes() == (tmp_path / "straight" / "history.jsonl").read_bytes()
+    assert (folder / "history.jsonl").read_bytes() == (straight_ranks / "history.jsonl").read_bytes()
 
 
 def mismatched_worker(rank: int, folder: str) -> None:

@@ -451,6 +451,7 @@ def test_evaluation_noise_is_the_same_every_epoch(env: Path) -> None:
         inputs = {epoch[stage]["si_snr_in"] for epoch in history}
         assert len(inputs) == 1, (stage, inputs)
     assert history[0]["evaluate"]["si_snr_in"] != history[0]["valid"]["si_snr_in"]  # other items
-    assert len({epoch["valid"]["si_snr_out"] for epoch in history}) == 3
+    # The denoiser's output moves (its L1; SI-SNR ignores the 1x1 conv's scale, so it may not).
+    assert len({epoch["valid"]["l1"] for epoch in history}) == 3, [epoch["valid"] for epoch in history]
     with ExtensibleSolver(denoiser_config("seed=3", fixed_eval=False)) as fresh:
         assert len({epoch["valid"]["si_snr_in"] for epoch in fresh.run()}) == 3  # today's draws, on request

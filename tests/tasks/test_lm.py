@@ -23,10 +23,10 @@ from tests.solver.test_resume import assert_same
 ROOT = Path(__file__).resolve().parents[2]
 CODEC = ["solver=compression/debug", "model.ratios=[8,5,4]", "optim.epochs=1", "optim.updates_per_epoch=4",
          "dataset.batch_size=8", "dataset.segment_duration=0.5", "evaluate.n_q=[4]", "generate.num_samples=1",
-         "logging.tensorboard=false", "num_threads=2"]
+         "logging.tensorboard=false", "num_threads=1"]
 LM = ["solver=lm/debug", "optim.epochs=2", "optim.updates_per_epoch=3", "dataset.batch_size=16",
       "dataset.valid.num_samples=16", "lm.dim=32", "lm.layers=1", "generate.num_samples=2",
-      "evaluate.num_samples=8", "logging.tensorboard=false", "num_threads=2",
+      "evaluate.num_samples=8", "logging.tensorboard=false", "num_threads=1",
       "tokens.cache=true", "dataset.train.random_crop=false"]
 
 

@@ -102,7 +102,7 @@ def test_weights_that_do_not_fit_the_config_are_one_line(example_xp: Path) -> No
 
 COMPRESSION = ["solver=compression/debug", "optim.epochs=1", "optim.updates_per_epoch=4",
                "dataset.batch_size=4", "evaluate.n_q=[4]", "generate.num_samples=2",
-               "logging.tensorboard=false", "num_threads=2"]
+               "logging.tensorboard=false", "num_threads=1"]
 
 
 def test_loaded_codec_reproduces_the_written_reconstructions(
