@@ -19,6 +19,7 @@ _EXPORTS = {
     "read_manifest": "manifest",
     "write_manifest": "manifest",
     "scan_folder": "manifest",
+    "scan_pairs": "pairs",
     "BucketBatchSampler": "bucketing",
     "ResumableSampler": "sampler",
     "build_loader": "loader",

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "manifest: scan FOLDER (wav/flac/ogg) into a jsonl manifest")
     parser.add_argument("folder", type=Path, nargs="?", help="manifest: folder to scan recursively")
     parser.add_argument("-o", "--output", type=Path, help="manifest: the manifest to write (.jsonl)")
+    parser.add_argument("--pair", action="append", metavar="NAME=DIR", default=[],
+                        help="manifest: a stream of paired files (repeat: --pair noisy=DIR --pair clean=DIR); "
+                             "files at the same relative path in every DIR become one item")
     parser.add_argument("--label-from-parent", action="store_true",
                         help="manifest: label each file with the name of the folder that holds it")
     parser.add_argument("--jobs", type=int, default=None, help="manifest: parallel readers (default: 4 per core)")
@@ -38,9 +41,26 @@ def main(args: argparse.Namespace) -> int:
     """
     if args.data_action == "synth":
         return _synth(args)
+    if args.pair:
+        if args.folder is not None or args.output is None:
+            raise UserError("`baton data manifest --pair NAME=DIR ...` takes no folder and needs -o FILE.jsonl, "
+                            "e.g. `baton data manifest --pair noisy=noisy/ --pair clean=clean/ -o train.jsonl`")
+        return _manifest(args)
     if args.folder is None or args.output is None:
         raise UserError("`baton data manifest` needs a folder and -o FILE.jsonl, e.g. `baton data manifest wavs/ -o train.jsonl`")
     return _manifest(args)
+
+
+def _streams(pairs: list[str]) -> dict[str, Path]:
+    streams: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep or not name or not folder:
+            raise UserError(f"--pair {pair}: give NAME=DIR, e.g. --pair clean=clean_wav/")
+        if name in streams:
+            raise UserError(f"--pair {pair}: stream '{name}' is given twice; give each stream once")
+        streams[name] = Path(folder)
+    return streams
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -59,15 +79,23 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _manifest(args: argparse.Namespace) -> int:
     from .manifest import scan_folder, write_manifest
+    from .pairs import scan_pairs
 
-    report = scan_folder(args.folder, label_from_parent=args.label_from_parent, jobs=args.jobs,
-                         progress=not args.no_progress and sys.stderr.isatty())
+    if args.pair:
+        streams = _streams(args.pair)
+        report = scan_pairs(streams, jobs=args.jobs)
+        where = " and ".join(str(folder) for folder in streams.values())
+    else:
+        report = scan_folder(args.folder, label_from_parent=args.label_from_parent, jobs=args.jobs,
+                             progress=not args.no_progress and sys.stderr.isatty())
+        where = str(args.folder)
     if report.failures:
-        print(f"{len(report.failures)} unreadable file(s) skipped:", file=sys.stderr)
+        what = "unpaired, mismatched or unreadable" if args.pair else "unreadable"
+        print(f"{len(report.failures)} {what} file(s) skipped:", file=sys.stderr)
         for path, reason in report.failures:
             print(f"  {path}: {reason}", file=sys.stderr)
     if not report.entries:
-        raise UserError(f"no readable audio (wav, flac, ogg) under {args.folder}; check the folder")
+        raise UserError(f"no readable audio (wav, flac, ogg) under {where}; check the folder(s)")
     write_manifest(args.output, report.entries)
     hours = sum(e.duration for e in report.entries) / 3600
     print(f"wrote {args.output}: {len(report.entries)} files, {hours:.2f} h")

@@ -20,6 +20,7 @@ class AudioBatch:
     lengths: torch.Tensor           # [batch] int64, valid frames of each item
     labels: torch.Tensor | None = None   # [batch] int64 when the dataset has labels
     infos: list[SegmentInfo] | None = None
+    streams: dict[str, torch.Tensor] | None = None  # paired items: name -> [batch, channels, time]
 
     def __len__(self) -> int:
         return self.wav.shape[0]
@@ -31,25 +32,31 @@ class AudioBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> AudioBatch:
         labels = None if self.labels is None else self.labels.to(device, non_blocking=non_blocking)
+        streams = None if self.streams is None else {
+            name: wav.to(device, non_blocking=non_blocking) for name, wav in self.streams.items()}
         return AudioBatch(
             wav=self.wav.to(device, non_blocking=non_blocking),
             lengths=self.lengths.to(device, non_blocking=non_blocking),
             labels=labels,
             infos=self.infos,
+            streams=streams,
         )
 
     def pin_memory(self) -> AudioBatch:
         # DataLoader(pin_memory=True) calls this on custom batch types.
         labels = None if self.labels is None else self.labels.pin_memory()
-        return AudioBatch(self.wav.pin_memory(), self.lengths.pin_memory(), labels, self.infos)
+        streams = None if self.streams is None else {name: wav.pin_memory() for name, wav in self.streams.items()}
+        return AudioBatch(self.wav.pin_memory(), self.lengths.pin_memory(), labels, self.infos, streams)
 
     def as_dict(self) -> dict[str, Any]:
-        """Keys `wav`, `lengths`, and `labels` / `infos` when present: for dict-based steps."""
+        """Keys `wav`, `lengths`, `labels` / `infos` when present, and each stream of paired
+        items by its name (`noisy`, `clean`): for dict-based steps."""
         out: dict[str, Any] = {"wav": self.wav, "lengths": self.lengths}
         if self.labels is not None:
             out["labels"] = self.labels
         if self.infos is not None:
             out["infos"] = self.infos
+        out.update(self.streams or {})
         return out
 
 
@@ -71,4 +78,12 @@ def collate_audio(items: Sequence[AudioItem]) -> AudioBatch:
         raise ValueError("some items in the batch have a label and some do not")
     labels = torch.tensor([item.label for item in items], dtype=torch.long) if all(has_label) else None
     infos = [item.info for item in items] if all(item.info is not None for item in items) else None
-    return AudioBatch(wav=wav, lengths=lengths, labels=labels, infos=infos)  # type: ignore[arg-type]
+    streams = None
+    if items[0].streams is not None:
+        names = list(items[0].streams)
+        if any(item.streams is None or list(item.streams) != names for item in items):
+            raise ValueError(f"items of one batch have different streams (the first has {names}); use one manifest layout per dataset")
+        streams = {name: torch.stack([torch.nn.functional.pad(s[name], (0, longest - s[name].shape[-1]))
+                                      for s in (item.streams for item in items) if s is not None]) for name in names}
+        wav = streams[names[0]]
+    return AudioBatch(wav=wav, lengths=lengths, labels=labels, infos=infos, streams=streams)  # type: ignore[arg-type]

@@ -48,10 +48,11 @@ class SegmentInfo:
 
 @dataclass
 class AudioItem:
-    wav: torch.Tensor       # [channels, time]
+    wav: torch.Tensor       # [channels, time]; of a paired item, its first stream
     length: int             # valid frames; frames after it are padding
     label: int | None = None
     info: SegmentInfo | None = None
+    streams: dict[str, torch.Tensor] | None = None  # a paired item's streams, cropped alike
 
 
 class AudioDataset(Dataset[AudioItem]):
@@ -153,20 +154,23 @@ class AudioDataset(Dataset[AudioItem]):
                 draw = float(torch.rand((), generator=generator))
                 slack = max(0, int(entry.duration * source_rate) - frames)
                 offset = int(draw * (slack + 1))
-        wav, file_rate = read_audio(entry.path, offset=offset, frames=frames)
-        if wav.shape[-1] == 0:
-            raise DataError(f"audio file {entry.path} has no frames at offset {offset} (manifest says {entry.duration:.3f}s); rebuild the manifest")
-        if file_rate != source_rate:
-            # The manifest is stale; trust the file but the offset was computed on the wrong rate.
-            logger.warning("%s: manifest says %d Hz, file is %d Hz", entry.path, source_rate, file_rate)
-        wav = convert_channels(wav, self.channels)
-        wav = resample(wav, file_rate, self.sample_rate)
+        streams = None
+        if entry.audio:  # every stream of a paired item read at the same offset, for as long
+            streams = {name: self._read(path, entry, offset, frames)[0] for name, path in entry.audio.items()}
+            lengths = {name: wav.shape[-1] for name, wav in streams.items()}
+            if len(set(lengths.values())) > 1:
+                raise DataError(f"{entry.origin or entry.path}: the streams of one item differ in length "
+                                f"({', '.join(f'{n} {k}' for n, k in lengths.items())} frames); rebuild the manifest with --pair")
+            wav, file_rate = next(iter(streams.values())), entry.sample_rate
+        else:
+            wav, file_rate = self._read(entry.path, entry, offset, frames)
         length = wav.shape[-1]
         if self.segment_frames is not None:
-            wav = wav[..., : self.segment_frames]
-            length = wav.shape[-1]
-            if self.pad and length < self.segment_frames:
-                wav = torch.nn.functional.pad(wav, (0, self.segment_frames - length))
+            length = min(length, self.segment_frames)
+            wav = self._fit(wav)
+            if streams is not None:
+                streams = {name: self._fit(audio) for name, audio in streams.items()}
+                wav = next(iter(streams.values()))
         label = None if entry.label is None else self._class_ids[entry.label]
         info = None
         if self.return_info:
@@ -179,7 +183,26 @@ class AudioDataset(Dataset[AudioItem]):
                 sample_rate=self.sample_rate,
                 label=entry.label,
             )
-        return AudioItem(wav=wav, length=length, label=label, info=info)
+        return AudioItem(wav=wav, length=length, label=label, info=info, streams=streams)
+
+    def _read(self, path: str, entry: AudioMeta, offset: int, frames: int) -> tuple[torch.Tensor, int]:
+        """`frames` frames of `path` from `offset`, at the target channels and rate."""
+        wav, file_rate = read_audio(path, offset=offset, frames=frames)
+        if wav.shape[-1] == 0:
+            raise DataError(f"audio file {path} has no frames at offset {offset} (manifest says {entry.duration:.3f}s); rebuild the manifest")
+        if file_rate != entry.sample_rate:
+            # The manifest is stale; trust the file but the offset was computed on the wrong rate.
+            logger.warning("%s: manifest says %d Hz, file is %d Hz", path, entry.sample_rate, file_rate)
+        wav = convert_channels(wav, self.channels)
+        return resample(wav, file_rate, self.sample_rate), file_rate
+
+    def _fit(self, wav: torch.Tensor) -> torch.Tensor:
+        """Cut to `segment_frames`, and zero-pad up to it when `pad`."""
+        assert self.segment_frames is not None
+        wav = wav[..., : self.segment_frames]
+        if self.pad and wav.shape[-1] < self.segment_frames:
+            wav = torch.nn.functional.pad(wav, (0, self.segment_frames - wav.shape[-1]))
+        return wav
 
     def durations(self) -> list[float]:
         """Per-item durations in seconds as the model sees them, for length-bucketed batching."""

@@ -4,6 +4,11 @@ A line holds `path`, `duration` (seconds), `sample_rate`, `channels`, optionally
 any other keys (kept in `AudioMeta.extra`). A relative `path` is resolved against the
 manifest's folder, so a dataset folder with its manifests can be moved as one piece.
 
+An item of several aligned files (noisy and clean, mixture and sources) names them in `audio`:
+`{"path": "noisy/a.wav", ..., "audio": {"noisy": "noisy/a.wav", "clean": "clean/a.wav"}}`, each
+path resolved like `path` (the first stream's), all of one length and rate (`baton data manifest
+--pair NAME=DIR ...` writes such lines, see pairs.py); `AudioDataset` crops them alike.
+
 Bad lines are reported with the manifest path and the 1-based line number: that is the only
 place the user can fix them.
 """
@@ -26,6 +31,8 @@ from .audio import AUDIO_EXTENSIONS, audio_info
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("path", "duration", "sample_rate", "channels")
+# Names a stream of a paired item cannot take: a batch already has fields by these names.
+RESERVED_STREAMS = ("wav", "lengths", "labels", "infos")
 
 
 @dataclass
@@ -38,24 +45,33 @@ class AudioMeta:
     extra: dict[str, Any] = field(default_factory=dict)
     # Where this entry came from ("manifest.jsonl:12"), for error messages.
     origin: str | None = None
+    # Named aligned files of a paired item (stream name -> path), or empty for one file.
+    audio: dict[str, str] = field(default_factory=dict)
 
     def to_json(self, relative_to: Path | None = None) -> dict[str, Any]:
-        path = Path(self.path)
-        if relative_to is not None and path.is_absolute():
-            try:
-                path = path.relative_to(relative_to)
-            except ValueError:
-                pass  # outside the manifest's folder: keep it absolute
         line: dict[str, Any] = {
-            "path": path.as_posix(),
+            "path": _relative(self.path, relative_to),
             "duration": round(self.duration, 6),
             "sample_rate": self.sample_rate,
             "channels": self.channels,
         }
         if self.label is not None:
             line["label"] = self.label
+        if self.audio:
+            line["audio"] = {name: _relative(path, relative_to) for name, path in self.audio.items()}
         line.update(self.extra)
         return line
+
+
+def _relative(path: str, base: Path | None) -> str:
+    """`path` relative to `base` when it lies under it (else absolute), with forward slashes."""
+    resolved = Path(path)
+    if base is not None and resolved.is_absolute():
+        try:
+            resolved = resolved.relative_to(base)
+        except ValueError:
+            pass  # outside the manifest's folder: keep it absolute
+    return resolved.as_posix()
 
 
 def read_manifest(
@@ -86,8 +102,9 @@ def read_manifest(
                 continue
             where = f"{manifest}:{lineno}"
             entry = _parse_line(text, where, base)
-            if check_files and not os.path.exists(entry.path):
-                message = f"{where}: audio file not found: {entry.path}; fix the path or rebuild the manifest"
+            missing = [p for p in (entry.path, *entry.audio.values()) if not os.path.exists(p)] if check_files else []
+            if missing:
+                message = f"{where}: audio file not found: {missing[0]}; fix the path or rebuild the manifest"
                 if on_missing == "raise":
                     raise DataError(message)
                 logger.warning("skipping %s", message)
@@ -116,6 +133,12 @@ def _parse_line(text: str, where: str, base: Path) -> AudioMeta:
     if not audio.is_absolute():
         audio = base / audio
     label = data.pop("label", None)
+    streams = data.pop("audio", None) or {}
+    if not isinstance(streams, dict) or not all(isinstance(v, str) for v in streams.values()):
+        raise DataError(f"{where}: 'audio' must map stream names to file paths, e.g. {{\"noisy\": \"noisy/a.wav\", \"clean\": \"clean/a.wav\"}}")
+    reserved = sorted(set(streams) & set(RESERVED_STREAMS))
+    if reserved:
+        raise DataError(f"{where}: stream name '{reserved[0]}' is taken by a batch field ({', '.join(RESERVED_STREAMS)}); rename the stream")
     return AudioMeta(
         path=str(audio),
         duration=duration,
@@ -124,6 +147,7 @@ def _parse_line(text: str, where: str, base: Path) -> AudioMeta:
         label=None if label is None else str(label),
         extra=data,
         origin=where,
+        audio={name: str(path if (path := Path(value)).is_absolute() else base / path) for name, value in streams.items()},
     )
 
 
