@@ -15,7 +15,7 @@ from .dataset import AudioDataset
 
 SYNTH_PREFIX = "synth:"
 _DATASET_KEYS = ("sample_rate", "channels", "segment_duration", "random_crop", "min_duration",
-                 "max_duration", "on_error", "return_info")
+                 "max_duration", "on_error", "return_info", "streams")
 # Keys of a split section that belong to the solver, not to the dataset.
 _SOLVER_KEYS = ("manifest", "num_samples")
 
@@ -50,7 +50,9 @@ def audio_dataset(
     unknown = sorted(set(section) - set(_DATASET_KEYS) - set(_SOLVER_KEYS))
     if unknown:
         raise ConfigError(f"unknown key(s) dataset.{split}.{unknown[0]}; a split takes manifest and {', '.join(_DATASET_KEYS)}")
-    options = {key: section[key] if key in section else cfg[key] for key in _DATASET_KEYS}
+    options: dict[str, Any] = {key: section[key] if key in section else cfg.get(key) for key in _DATASET_KEYS}
+    if options["streams"] is not None:
+        options["streams"] = list(options["streams"])
     manifest = resolve_manifest(str(section["manifest"]), int(cfg["synth_seed"]))
     return AudioDataset(manifest, seed=seed, classes=classes, **options)
 

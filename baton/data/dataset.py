@@ -71,6 +71,8 @@ class AudioDataset(Dataset[AudioItem]):
         return_info: attach a `SegmentInfo` to each item.
         on_error: "skip" or "raise" for unreadable, corrupt, zero-length or missing files.
         seed: the XP seed; with the epoch and index, it fixes every random offset.
+        streams: the stream names every item of a paired manifest must have (`audio` of
+            each line); None accepts what the manifest holds.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class AudioDataset(Dataset[AudioItem]):
         return_info: bool = False,
         on_error: OnError = "skip",
         seed: int = 0,
+        streams: Sequence[str] | None = None,
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise DataError(f"on_error must be 'skip' or 'raise', got '{on_error}'")
@@ -109,6 +112,12 @@ class AudioDataset(Dataset[AudioItem]):
         for entry in self.entries:
             if entry.label is not None and entry.label not in self._class_ids:
                 raise DataError(f"{entry.origin or entry.path}: label '{entry.label}' is not one of the classes {self.classes}; pass the training set's classes")
+        if streams is not None:
+            for entry in self.entries:
+                if sorted(entry.audio) != sorted(streams):
+                    held = ", ".join(entry.audio) or "one file, no streams"
+                    raise DataError(f"{entry.origin or entry.path}: the item has {held}, dataset.streams asks for {', '.join(streams)}; "
+                                    "fix dataset.streams or write the manifest with --pair")
         self.return_info = return_info
         self.on_error = on_error
         self.seed = seed

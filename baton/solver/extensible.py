@@ -120,8 +120,13 @@ class ExtensibleSolver(StandardSolver):
         sections = {key: OmegaConf.to_container(cfg.get(key), resolve=True) if cfg.get(key) is not None else None
                     for key in ("networks", "steps", "evaluators")}
         return build_graph(
-            sections["networks"] or {}, sections["steps"] or {}, sections["evaluators"], cls.batch_keys,  # type: ignore[arg-type]
+            sections["networks"] or {}, sections["steps"] or {}, sections["evaluators"], cls.fields_of(cfg),  # type: ignore[arg-type]
         )
+
+    @classmethod
+    def fields_of(cls, cfg: Any) -> tuple[str, ...]:
+        """What a batch gives the steps: `batch_keys`, and a paired dataset's `dataset.streams`."""
+        return (*cls.batch_keys, *(cfg.dataset.get("streams") or []))
 
     @classmethod
     def build_model_from_config(cls, cfg: Any, graph: Graph | None = None) -> Networks:
@@ -139,7 +144,7 @@ class ExtensibleSolver(StandardSolver):
     def build_model(self) -> None:
         cfg = self.cfg
         self.graph = self.graph_from_config(cfg)
-        check_provided(list(cfg.generate.get("audio") or []), "generate.audio", self.graph.writers, self.batch_keys)
+        check_provided(list(cfg.generate.get("audio") or []), "generate.audio", self.graph.writers, self.fields_of(cfg))
         best = self.settings.best_metric
         for evaluator in self.graph.evaluators:
             if evaluator.every > 1 and best.stage == "valid" and best.name == evaluator.name:

@@ -455,3 +455,51 @@ def test_evaluation_noise_is_the_same_every_epoch(env: Path) -> None:
     assert len({epoch["valid"]["l1"] for epoch in history}) == 3, [epoch["valid"] for epoch in history]
     with ExtensibleSolver(denoiser_config("seed=3", fixed_eval=False)) as fresh:
         assert len({epoch["valid"]["si_snr_in"] for epoch in fresh.run()}) == 3  # today's draws, on request
+
+
+def test_a_paired_manifest_gives_the_steps_its_streams(env: Path, tmp_path: Path) -> None:
+    """`dataset.streams: [noisy, clean]` makes both streams of a paired manifest state keys; they
+    are cropped alike, so noisy (here exactly twice clean) scores as clean scaled, not as noise."""
+    import numpy as np
+
+    from baton.data.manifest import write_manifest
+    from baton.data.pairs import scan_pairs
+
+    for i in range(8):
+        clean = np.random.default_rng(i).uniform(-0.4, 0.4, 16000)
+        for folder, audio in (("noisy", 2 * clean), ("clean", clean)):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            soundfile.write(str(tmp_path / folder / f"{i}.wav"), audio, 16000, subtype="FLOAT")
+    manifest = tmp_path / "pairs.jsonl"
+    write_manifest(manifest, scan_pairs({"noisy": tmp_path / "noisy", "clean": tmp_path / "clean"}).entries)
+    splits = [f"dataset.{split}.manifest={manifest}" for split in ("train", "valid", "evaluate", "generate")]
+    networks = {"denoiser": {"type": "generator", "_target_": "torch.nn.Conv1d",
+                             "in_channels": 1, "out_channels": 1, "kernel_size": 1}}
+    steps = {"fit": {"training": "denoiser", "optimizer": "sgd", "optimizer_params": {"lr": 0.1},
+                     "injectors": {"run": {"type": "generator", "generator": "denoiser", "in": "noisy", "out": "out"}},
+                     "losses": {"l1": {"type": "l1", "real": "clean", "fake": "out"}}}}
+    evaluators = {"si_snr_in": {"type": "sisnr", "real": "clean", "fake": "noisy"}}
+    overrides = [*splits, "dataset.batch_size=4", "optim.updates_per_epoch=2", "optim.epochs=1",
+                 "best_metric.name=l1", "generate.audio=[out]"]
+    with pytest.raises(ConfigError, match="steps.fit.injectors.run reads 'noisy', which nothing provides"):
+        ExtensibleSolver(tiny_gan(*overrides, networks=networks, steps=steps, evaluators=evaluators))
+
+    with ExtensibleSolver(tiny_gan(*overrides, "dataset.streams=[noisy,clean]", networks=networks, steps=steps,
+                                   evaluators=evaluators)) as solver:
+        (epoch,) = solver.run()
+    assert epoch["valid"]["si_snr_in"] > 60 and epoch["evaluate"]["si_snr_in"] > 60  # aligned, sample for sample
+    assert epoch["train"]["l1"] > 0
+
+
+def test_dataset_streams_must_be_the_manifests(env: Path, tmp_path: Path) -> None:
+    from baton.data.dataset import AudioDataset
+    from baton.errors import DataError
+    from tests.data.audio_files import write_tone
+
+    for folder in ("mix", "vocals"):
+        write_tone(tmp_path / folder / "a.wav", 0.5)
+    from baton.data.pairs import scan_pairs
+
+    entries = scan_pairs({"mix": tmp_path / "mix", "vocals": tmp_path / "vocals"}).entries
+    with pytest.raises(DataError, match="the item has mix, vocals, dataset.streams asks for noisy, clean"):
+        AudioDataset(entries, sample_rate=16000, streams=["noisy", "clean"])
