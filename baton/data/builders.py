@@ -50,7 +50,9 @@ def audio_dataset(
     unknown = sorted(set(section) - set(_DATASET_KEYS) - set(_SOLVER_KEYS))
     if unknown:
         raise ConfigError(f"unknown key(s) dataset.{split}.{unknown[0]}; a split takes manifest and {', '.join(_DATASET_KEYS)}")
-    options: dict[str, Any] = {key: section[key] if key in section else cfg.get(key) for key in _DATASET_KEYS}
+    # `streams` may be absent from a dset config written before it existed: no streams then.
+    options: dict[str, Any] = {key: section[key] if key in section else cfg[key] if key != "streams" else cfg.get(key)
+                               for key in _DATASET_KEYS}
     if options["streams"] is not None:
         options["streams"] = list(options["streams"])
     manifest = resolve_manifest(str(section["manifest"]), int(cfg["synth_seed"]))
