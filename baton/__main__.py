@@ -5,7 +5,9 @@ A user error (`baton.errors.UserError`) is printed as one line and exits with co
 
 The working directory is importable, but last on `sys.path` (after site-packages), whether
 baton runs as the `baton` script or as `python -m baton`: a project's own modules are found,
-and a file there named like a library (`rich.py`, `omegaconf.py`) is never imported instead.
+and a file there named like a library (`rich.py`, `omegaconf.py`) is never imported instead;
+nor one named like an optional package that is not installed (`wandb.py`, `torchaudio.py`:
+`baton.xp.cli.OPTIONAL_PACKAGES`), which only its installed copy may provide.
 """
 
 from __future__ import annotations

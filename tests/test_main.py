@@ -64,3 +64,25 @@ def test_the_working_directory_moves_to_the_end(tmp_path: Path, monkeypatch: pyt
     assert path == ["/lib/python3.x", "/site-packages", str(tmp_path)]
     working_directory_last(path)  # a second call changes nothing
     assert path == ["/lib/python3.x", "/site-packages", str(tmp_path)]
+
+
+def test_an_optional_package_never_comes_from_the_working_directory(tmp_path: Path):
+    """A planted `torchaudio.py` / `speechbrain.py` (packages baton does without, not installed
+    here) is not found by a probe, while a project's own module there still imports."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    for name in ("torchaudio", "speechbrain"):
+        (folder / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(tmp_path / ('imported_' + name))!r}).write_text('')\n")
+    (folder / "mytask.py").write_text("VALUE = 42\n")
+    probe = (
+        "import importlib.util, sys\n"
+        "from baton.xp.cli import working_directory_last\n"
+        "working_directory_last(sys.path)\n"
+        "assert importlib.util.find_spec('torchaudio') is None\n"
+        "try:\n    import speechbrain\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('imported')\n"
+        "import mytask\nprint(mytask.VALUE)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "42", result.stderr
+    assert sorted(p.name for p in tmp_path.glob("imported_*")) == []
