@@ -7,7 +7,7 @@ The working directory is importable, but last on `sys.path` (after site-packages
 baton runs as the `baton` script or as `python -m baton`: a project's own modules are found,
 and a file there named like a library (`rich.py`, `omegaconf.py`) is never imported instead;
 nor one named like an optional package that is not installed (`wandb.py`, `torchaudio.py`:
-`baton.xp.cli.OPTIONAL_PACKAGES`), which only its installed copy may provide.
+`baton.import_paths.OPTIONAL_PACKAGES`), which only its installed copy may provide.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from baton.xp.cli import run_command, working_directory_last
+from baton.import_paths import working_directory_last
+from baton.xp.cli import run_command
 
 if __name__ == "__main__":
     working_directory_last(sys.path)

@@ -76,7 +76,7 @@ def test_an_optional_package_never_comes_from_the_working_directory(tmp_path: Pa
     (folder / "mytask.py").write_text("VALUE = 42\n")
     probe = (
         "import importlib.util, sys\n"
-        "from baton.xp.cli import working_directory_last\n"
+        "from baton.import_paths import working_directory_last\n"
         "working_directory_last(sys.path)\n"
         "assert importlib.util.find_spec('torchaudio') is None\n"
         "try:\n    import speechbrain\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('imported')\n"

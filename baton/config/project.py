@@ -66,14 +66,9 @@ class Project:
     def make_importable(self) -> None:
         """Put the project's folder last on `sys.path` (once), so `imports`, grid packages and
         `solver: pkg.Class` resolve from any subfolder without shadowing installed packages."""
-        root = str(self.root)
-        for entry in sys.path:
-            try:
-                if os.path.abspath(entry or ".") == root:
-                    return
-            except (OSError, ValueError):
-                continue
-        sys.path.append(root)
+        from ..import_paths import append_project_folder
+
+        append_project_folder(str(self.root))
 
 
 def find_project(start: str | Path | None = None) -> Project | None:

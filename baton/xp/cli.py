@@ -10,71 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import traceback
 from collections.abc import Sequence
-from importlib.machinery import ModuleSpec
-from types import ModuleType
-
-
-def working_directory_last(path: list[str]) -> None:
-    """Move the working directory (`''`, `'.'` or its full path) to the end of `path`, in place.
-
-    A project's modules stay importable from where `baton` runs (`solver: mypkg.MySolver`,
-    `imports: [mypkg]`, grids), but a stray `rich.py` or `omegaconf.py` there can never shadow
-    a library: site-packages comes first.
-    """
-    cwd = os.getcwd()
-
-    def is_cwd(entry: str) -> bool:
-        try:
-            return entry in ("", ".") or os.path.abspath(entry) == cwd
-        except (OSError, ValueError):
-            return False
-
-    path[:] = [entry for entry in path if not is_cwd(entry)] + [cwd]
-    if path is sys.path:
-        sys.path_importer_cache[cwd] = ProjectFinder(cwd)
-
-
-# Packages baton or its libraries import when installed and do without otherwise. Last on
-# sys.path, the working directory still answers for a package that is not installed: a stray
-# `wandb.py` or `torchaudio.py` there would run when something probes for the real one.
-OPTIONAL_PACKAGES = frozenset({
-    "wandb", "mlflow", "matplotlib", "submitit", "safetensors", "tensorboard", "speechbrain",
-    "torchaudio", "torchvision", "librosa", "pesq", "pystoi", "visqol", "speechmos",
-    "resemblyzer", "numba", "IPython", "tqdm", "pandas", "scipy", "sklearn",
-})
-
-
-class ProjectFinder:
-    """How the working directory's entry on sys.path finds modules: as Python's own file finder
-    does, but never an `OPTIONAL_PACKAGES` name, which may only come from where it is installed
-    (so a probe for one that is not installed finds nothing, as it would anywhere else)."""
-
-    def __init__(self, folder: str) -> None:
-        import importlib.machinery as machinery
-
-        self.files = machinery.FileFinder(
-            folder,
-            (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
-            (machinery.SourceFileLoader, machinery.SOURCE_SUFFIXES),
-            (machinery.SourcelessFileLoader, machinery.BYTECODE_SUFFIXES),
-        )
-
-    def find_spec(self, fullname: str, target: ModuleType | None = None) -> ModuleSpec | None:
-        if fullname.partition(".")[0] in OPTIONAL_PACKAGES:
-            return None
-        return self.files.find_spec(fullname, target)
-
-    def invalidate_caches(self) -> None:
-        self.files.invalidate_caches()
-
-
-# `python -m baton` has put the working directory first on sys.path: move it before anything
-# else is imported (the console script never has it there; `main` adds it at the end).
-
 
 # name -> (module, one-line help). The module provides add_arguments(parser) and main(args).
 COMMANDS = {

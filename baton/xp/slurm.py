@@ -102,7 +102,8 @@ class XPJob:
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # one task per GPU: torch.distributed's variables from SLURM's
             submitit.helpers.TorchDistributedEnvironment().export()
-        from baton.xp.cli import run_command, working_directory_last
+        from baton.import_paths import working_directory_last
+        from baton.xp.cli import run_command
 
         working_directory_last(sys.path)  # as the `baton` command does
         try:
