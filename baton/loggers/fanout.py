@@ -117,8 +117,14 @@ class Trackers:
         self.last_steps[stage] = step
         # No fsync: losing this file to a crash only lets a step be logged again.
         tmp = self.run.folder / (STEPS_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.last_steps) + "\n")
-        os.replace(tmp, self.run.folder / STEPS_FILE)
+        try:
+            tmp.write_text(json.dumps(self.last_steps) + "\n")
+            os.replace(tmp, self.run.folder / STEPS_FILE)
+        except OSError as exc:  # a full disk: no empty temporary left, and the file named
+            tmp.unlink(missing_ok=True)
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(self.run.folder / STEPS_FILE)) from exc
+            raise
 
     def log_audio(self, tag: str, wav: np.ndarray, sample_rate: int, step: int) -> None:
         if self.names:

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .base import RunInfo
+
+logger = logging.getLogger(__name__)
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard writes events from a thread of its own; a write that fails there (a full
+    disk) would print that thread's traceback among the training output, and the same error
+    reaches baton again at the next flush, which reports it in one line and turns TensorBoard
+    off. Such a thread's death is one line here too; every other thread's keeps Python's hook."""
+    previous = threading.excepthook
+    if getattr(previous, "_baton_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.thread is not None and type(args.thread).__module__.startswith("tensorboard."):
+            logger.warning("TensorBoard's writer thread stopped (%s: %s)", args.exc_type.__name__, args.exc_value)
+            return
+        previous(args)
+
+    hook._baton_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class TensorBoardLogger:
@@ -17,6 +40,7 @@ class TensorBoardLogger:
         # Slow to import: only runs that log pay for it.
         from torch.utils.tensorboard import SummaryWriter
 
+        _quiet_writer_threads()
         self.writer = SummaryWriter(log_dir=str(run.folder / "tensorboard"))
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:

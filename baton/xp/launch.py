@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import traceback
 from collections.abc import Callable, Sequence
@@ -176,6 +177,7 @@ def _run_rank(
                 with open(folder.path / ENV_LOG, "a") as handle:
                     handle.write(describe(argv or xp.overrides, xp.config_dirs))
                 st.clear_exit(folder)
+                st.reserve_exit_space(folder)
                 if on_start is not None:
                     on_start()
                 return _run_solver(solver, xp, folder)
@@ -185,6 +187,15 @@ def _run_rank(
         if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file
             raise OSError(exc.errno, exc.strerror, str(folder.path)) from exc
         raise
+
+
+def _record_end(folder: XPFolder, status: str, message: str) -> None:
+    """The exit record of a run that raised: if even that cannot be written, the run's own
+    error (what failed first) is still the one the user reads."""
+    try:
+        st.write_exit(folder, status, message)
+    except OSError as exc:
+        logging.getLogger("baton").warning("could not record the run's end in %s (%s)", st.EXIT, exc.strerror or exc)
 
 
 _ALREADY_DONE = "<done>"  # rank 0's word to the other ranks when the XP has nothing left to do
@@ -247,17 +258,17 @@ def _run_solver(solver: BaseSolver, xp: Composition, folder: XPFolder) -> str:
     try:
         solver.run()
     except UserError as exc:
-        st.write_exit(folder, st.FAILED, str(exc))
+        _record_end(folder, st.FAILED, str(exc))
         raise
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last checkpoint stands
-        st.write_exit(folder, st.KILLED, "interrupted (second Ctrl-C); run again to resume from the last checkpoint")
+        _record_end(folder, st.KILLED, "interrupted (second Ctrl-C); run again to resume from the last checkpoint")
         raise
     except Interrupted as stop:  # SIGTERM/SIGUSR1/SIGINT: checkpoint written, exit 128 + signal
-        st.write_exit(folder, st.KILLED, f"{stop.describe()}; run again to resume")
+        _record_end(folder, st.KILLED, f"{stop.describe()}; run again to resume")
         raise
     except BaseException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        st.write_exit(folder, st.FAILED, f"{type(exc).__name__}: {first}")
+        _record_end(folder, st.FAILED, f"{type(exc).__name__}: {first}")
         raise
     epochs, target = len(folder.history()), int(xp.cfg.optim.epochs)
     if solver.finished:

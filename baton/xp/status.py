@@ -9,6 +9,7 @@ failed   the last run raised; the exit record holds the error line
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -27,13 +28,35 @@ from baton.xp.lock import HEARTBEAT, HEARTBEAT_SECONDS, heartbeat_age, read_owne
 NEW, RUNNING, DONE, KILLED, FAILED = "new", "running", "done", "killed", "failed"
 CORRUPT = "corrupt"  # an XP file cannot be read; shown by ls/info, never written
 EXIT = ".exit.json"
+# Room kept for the exit record while a run goes on: a tmpfs or disk page, and then some.
+EXIT_RESERVE = ".exit.reserve"
+EXIT_RESERVE_BYTES = 64 * 1024
 DELTA = ".delta.json"
 STALE_AFTER = 6 * HEARTBEAT_SECONDS
 
 
 def write_exit(folder: XPFolder, status: str, message: str = "") -> None:
+    """Record how the run ended. On a full disk the space `reserve_exit_space` set aside is given
+    up for it: a run that filled the disk is still recorded as failed, not taken for killed."""
     record = {"status": status, "message": message, "time": time.time(), "pid": os.getpid()}
-    write_text_atomic(folder.path / EXIT, json.dumps(record) + "\n")
+    try:
+        write_text_atomic(folder.path / EXIT, json.dumps(record) + "\n")
+    except OSError as exc:
+        reserve = folder.path / EXIT_RESERVE
+        if exc.errno != errno.ENOSPC or not reserve.exists():
+            raise
+        reserve.unlink()
+        write_text_atomic(folder.path / EXIT, json.dumps(record) + "\n")
+    (folder.path / EXIT_RESERVE).unlink(missing_ok=True)
+
+
+def reserve_exit_space(folder: XPFolder) -> None:
+    """Set aside room for the exit record while the run goes on (see `write_exit`); best effort:
+    a disk already too full for this fails at the run's first real write, with its own line."""
+    try:
+        (folder.path / EXIT_RESERVE).write_bytes(bytes(EXIT_RESERVE_BYTES))
+    except OSError:
+        (folder.path / EXIT_RESERVE).unlink(missing_ok=True)
 
 
 def clear_exit(folder: XPFolder) -> None:

@@ -106,3 +106,37 @@ def test_unwritable_places_are_one_line(tmp_path: Path) -> None:
         assert "Read-only file system" in line and "model.pt" in line
     finally:
         subprocess.run(["umount", "-l", str(readonly)], check=False)
+
+
+def test_a_disk_filled_during_a_run_names_the_write_that_failed_and_records_a_failure(tmp_path: Path) -> None:
+    """Another program fills the disk after the first checkpoint: the one line names the write
+    that failed first (not the exit record after it), the XP is `failed` (the room set aside for
+    its exit record is given up for it), no empty temporary or thread traceback is left, and
+    once there is room again the rerun finishes."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "30m")
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "BATON_XP_DIR": str(disk)}
+        args = [*ARGS, "optim.epochs=3", "task.num_train=4000", "logging.tensorboard=true"]  # its thread too
+        proc = subprocess.Popen([sys.executable, "-m", "baton", "run", *args], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        while not list(disk.glob("xps/*/checkpoint.th")):
+            assert proc.poll() is None, proc.communicate()
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=64k"], capture_output=True, check=False)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err[-2000:]
+        (line,) = err.strip().splitlines()
+        assert line.startswith("error: cannot write ") and "No space left on device" in line
+        assert ".exit.json" not in line
+        (folder,) = disk.glob("xps/*")
+        assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+        assert "failed" in baton("ls", xp_dir=disk).stdout
+
+        (disk / "filler").unlink()
+        resumed = baton("run", *args, xp_dir=disk)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert "failed" not in baton("ls", xp_dir=disk).stdout
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
