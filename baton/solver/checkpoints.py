@@ -8,11 +8,14 @@ through its SpeechBrain Checkpointer instead, and may have no folder at all.
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import TYPE_CHECKING
+
+import torch
 
 from .. import distrib
 from ..checkpoint import CheckpointManager
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UserError
 from .loop_state import load_solver_state, solver_state
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ class SolverCheckpoints:
         data = self.files.load()
         if data is None:
             self.continue_from()
+            self.check_room()
             return False
         try:
             load_solver_state(solver, data["state"])
@@ -79,6 +83,29 @@ class SolverCheckpoints:
         where = f"update {loop.train_done} of epoch {loop.epoch}" if loop.train_done else f"epoch {loop.epoch}"
         logger.info("resuming %s from %s", solver.folder, where)
         return True
+
+    def check_room(self) -> None:
+        """Before a new XP's first epoch: refuse, in one line, a disk without room for the first
+        checkpoint's weights (the least it holds), rather than train an epoch and then fail.
+
+        Raises:
+            UserError: less free space than the weights of every registered module, times the
+                files the first save writes (checkpoint.th, and its kept copy).
+        """
+        solver = self.solver
+        if not solver.settings.save or solver.folder is None or not distrib.is_rank_zero():
+            return
+        weights = sum(t.numel() * t.element_size() for module in solver.registered_modules().values()
+                      for t in module.state_dict().values() if isinstance(t, torch.Tensor))
+        s = solver.settings
+        files = 2 if (s.keep_last or s.keep_every) else 1
+        free = shutil.disk_usage(solver.folder).free
+        if free < weights * files:
+            raise UserError(
+                f"{solver.folder} has {free / 2**20:.1f} MiB free; the first checkpoint needs at least "
+                f"{weights * files / 2**20:.1f} MiB ({files} file(s) holding {weights / 2**20:.1f} MiB of weights): "
+                "free space, or point baton elsewhere (BATON_XP_DIR, xp.root)"
+            )
 
     def continue_from(self) -> None:
         """A new XP with `continue_from` set starts from that XP's model weights (its best state

@@ -140,3 +140,15 @@ def test_a_disk_filled_during_a_run_names_the_write_that_failed_and_records_a_fa
         assert "failed" not in baton("ls", xp_dir=disk).stdout
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_no_room_for_the_first_checkpoint_is_refused_before_training(small_disk: Path) -> None:
+    subprocess.run(["dd", "if=/dev/zero", f"of={small_disk / 'filler'}", "bs=64k", "count=96"], capture_output=True, check=True)
+    done = baton("run", *ARGS, "task.hidden=16384", xp_dir=small_disk)  # 2 MiB of weights, 2 files
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert "MiB free; the first checkpoint needs at least 4.1 MiB (2 file(s) holding 2.1 MiB of weights)" in line
+    assert "free space, or point baton elsewhere" in line
+    (folder,) = small_disk.glob("xps/*")
+    assert not (folder / "history.jsonl").exists() and "Train" not in done.stdout  # no epoch spent
+    assert "failed" in baton("ls", xp_dir=small_disk).stdout
