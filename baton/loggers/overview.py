@@ -86,11 +86,17 @@ def write_overview(
     for col, (panel, lines) in enumerate(panels.items()):
         curve_panel(figure.add_subplot(grid[rows, 2 * col:2 * col + 2]), history, lines, panel)
     figure.suptitle(title)
+    save_figure(figure, path, 100, f"cannot write the picture {path}", "free space or fix the folder's permissions")
+    return path
+
+
+def save_figure(figure: Any, path: Path, dpi: int, what: str, fix: str) -> None:
+    """Write `figure` as an image at `path`, then free it; a file system error is one line,
+    `<what> (<reason>); <fix>`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        figure.savefig(path, dpi=dpi)
     except OSError as exc:
-        raise UserError(f"cannot write the picture {path} ({exc.strerror or exc}); free space or fix the folder's permissions") from None
+        raise UserError(f"{what} ({exc.strerror or exc}); {fix}") from None
     finally:
-        plt.close(figure)
-    return path
+        pyplot().close(figure)

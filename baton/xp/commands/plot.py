@@ -15,7 +15,7 @@ def plot_history(history: Sequence[dict[str, dict[str, float]]], columns: Sequen
     Raises:
         UserError: matplotlib is missing, there is nothing to draw, or the file cannot be written.
     """
-    from baton.loggers.overview import curve_panel, pyplot
+    from baton.loggers.overview import curve_panel, pyplot, save_figure
 
     try:
         plt = pyplot()
@@ -33,11 +33,5 @@ def plot_history(history: Sequence[dict[str, dict[str, float]]], columns: Sequen
         axis.set_visible(False)
     figure.suptitle(title)
     figure.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
-    except OSError as exc:
-        raise UserError(f"--plot: cannot write {path} ({exc.strerror or exc}); choose another path") from None
-    finally:
-        plt.close(figure)
+    save_figure(figure, path, 110, f"--plot: cannot write {path}", "choose another path")
     return len(metrics)
