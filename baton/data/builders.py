@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .dataset import AudioDataset
 
 SYNTH_PREFIX = "synth:"
@@ -30,6 +30,25 @@ def resolve_manifest(spec: str, synth_seed: int = 0) -> Path:
             raise ConfigError(f"unknown built-in split '{spec}'; use one of {', '.join(SYNTH_PREFIX + s for s in synth.SPLITS)}")
         return synth.manifest_path(split, seed=synth_seed)
     return Path(spec).expanduser()
+
+
+def check_manifests(cfg: Mapping[str, Any]) -> None:
+    """Every split's manifest file exists (the built-in `synth:` ones are made on first use):
+    checked before an XP's folder is made, and by `baton run --dry_run`.
+
+    Raises:
+        DataError: one line naming the key, the path and how to make it.
+    """
+    for split, section in cfg.items():
+        if not isinstance(section, Mapping) or section.get("manifest") is None:
+            continue
+        spec = str(section["manifest"])
+        if spec.startswith(SYNTH_PREFIX):
+            continue
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise DataError(f"dataset.{split}.manifest: {path} does not exist; create it with "
+                            f"`baton data manifest DIR -o {path}`, or fix the path")
 
 
 def audio_dataset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,15 +88,19 @@ def clear_folder(folder: Path) -> None:
 
 def preflight(xp: Composition) -> type[BaseSolver]:
     """What a run checks before its XP's folder is made (the solver class, `//sig/` references,
-    the solver's own config checks); `baton run --dry_run` runs the same. Returns the class.
+    that the dataset's manifests exist, the solver's own config checks); `baton run --dry_run`
+    runs the same. Returns the class.
 
     Raises:
         ConfigError: one line, the same a real run would give.
     """
+    from baton.data.builders import check_manifests
     from baton.solver.references import check_references_exist
 
     cls = solver_class(xp.cfg)
     check_references_exist(xp.delta, xp.cfg.xp.get("root"))
+    if isinstance(xp.cfg.get("dataset"), Mapping):
+        check_manifests(xp.cfg.dataset)
     check = getattr(cls, "check_config", None)
     if callable(check):
         check(xp.cfg)

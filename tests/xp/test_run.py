@@ -203,3 +203,15 @@ def test_dry_run_makes_every_check_a_run_makes_and_no_xp(clean_env: Path, capsys
     assert main(["run", *broken]) == 2
     assert capsys.readouterr().err == dry
     assert not list(clean_env.glob("xps/*"))
+
+
+def test_a_missing_manifest_is_refused_before_the_xp_is_made(clean_env: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = clean_env / "data" / "train.jsonl"
+    args = ["solver=compression/debug", f"dataset.train.manifest={missing}"]
+    assert main(["run", *args, "--dry_run"]) == 2
+    dry = capsys.readouterr().err
+    assert f"dataset.train.manifest: {missing} does not exist; create it with `baton data manifest DIR -o {missing}`" in dry
+    assert len(dry.strip().splitlines()) == 1
+    assert main(["run", *args]) == 2
+    assert capsys.readouterr().err == dry
+    assert not list(clean_env.glob("xps/*"))
