@@ -4,7 +4,7 @@
     steps:      {NAME: {training, optimizer, optimizer_params, lr_scheduler, clip_grad_norm,
                         after, before, every, injectors: {...}, losses: {...}}}
     evaluators: {NAME: {type, every, ...}}
-    generate:   {audio: [state keys written as WAVs], num_samples}
+    generate:   {audio: [state keys written as WAVs], num_samples (default 8)}
 
 One update, top to bottom (`train`):
 
@@ -52,6 +52,7 @@ from .standard import StandardSolver
 
 logger = logging.getLogger("baton.solver")
 SPLITS = ("train", "valid", "evaluate", "generate")
+DEFAULT_SAMPLES = 8  # items `generate` writes when generate.num_samples is not set
 # The `optim` keys a step may override in its `optimizer_params`.
 OPTIMIZER_PARAMS = ("lr", "betas", "eps", "momentum", "weight_decay", "decay_norms_and_biases")
 
@@ -396,7 +397,7 @@ class ExtensibleSolver(StandardSolver):
         keys = list(self.cfg.generate.get("audio") or [])
         if not keys or "generate" not in self.dataloaders:
             return {}
-        limit = int(self.cfg.generate.num_samples)
+        limit = int(self.cfg.generate.get("num_samples", DEFAULT_SAMPLES))
         writer = SampleWriter(self.folder / "samples" / str(self.epoch), limit)
         for index, batch in self.loader_batches(self.dataloaders["generate"], limit):
             state = self.evaluation_state(batch, index)

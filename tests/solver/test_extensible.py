@@ -503,3 +503,59 @@ def test_dataset_streams_must_be_the_manifests(env: Path, tmp_path: Path) -> Non
     entries = scan_pairs({"mix": tmp_path / "mix", "vocals": tmp_path / "vocals"}).entries
     with pytest.raises(DataError, match="the item has mix, vocals, dataset.streams asks for noisy, clean"):
         AudioDataset(entries, sample_rate=16000, streams=["noisy", "clean"])
+
+
+def docs_steps_file() -> str:
+    """The standalone steps file of docs/steps.md ("A steps file for your own data")."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "steps.md").read_text()
+    section = text.split("## A steps file for your own data", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_docs_paired_denoiser_trains_and_resumes_exactly(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The file docs/steps.md shows, as written, on paired files: random crops of both streams,
+    and a run resumed after its first epoch ends with the weights of one never stopped."""
+    import numpy as np
+
+    (tmp_path / "conf" / "solver").mkdir(parents=True)
+    (tmp_path / "conf" / "solver" / "denoise_steps.yaml").write_text(docs_steps_file())
+    for split, count in (("train", 8), ("valid", 4)):
+        for i in range(count):
+            rng = np.random.default_rng([i, count])
+            clean = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 800) * np.arange(24000) / 16000)
+            for name, audio in (("clean", clean), ("noisy", clean + 0.1 * rng.standard_normal(24000))):
+                (tmp_path / "wavs" / name / split).mkdir(parents=True, exist_ok=True)
+                soundfile.write(str(tmp_path / "wavs" / name / split / f"{i}.wav"), audio, 16000)
+        from baton.data.manifest import write_manifest
+        from baton.data.pairs import scan_pairs
+
+        pairs = scan_pairs({"noisy": tmp_path / "wavs" / "noisy" / split, "clean": tmp_path / "wavs" / "clean" / split})
+        write_manifest(tmp_path / "data" / f"{split}.jsonl", pairs.entries)
+    monkeypatch.chdir(tmp_path)  # the file's manifests are relative to where baton runs
+    import signal
+
+    from baton.config import compose
+    from baton.solver.runtime import Interrupted
+
+    def stop_after_the_first_train(self: ExtensibleSolver, stage: Any, metrics: dict[str, float]) -> None:
+        if self.epoch == 1 and stage.value == "train":
+            self.cadence.signal.received = signal.SIGTERM  # as SLURM's would: save, then stop
+
+    def run(root: str) -> dict[str, torch.Tensor]:
+        cfg = compose(["solver=denoise_steps", "optim.epochs=2", "optim.updates_per_epoch=3",
+                       f"xp.root={tmp_path / root}", "logging.tensorboard=false"], str(tmp_path / "conf"))
+        with ExtensibleSolver(cfg) as solver:
+            history = solver.run()
+            assert len(history) == 2 and history[-1]["valid"]["si_snr_in"] > 0
+            return {k: v.clone() for k, v in solver.networks["denoiser"].state_dict().items()}
+
+    straight = run("straight")
+    with monkeypatch.context() as patch, pytest.raises(Interrupted):
+        patch.setattr(ExtensibleSolver, "after_stage", stop_after_the_first_train)
+        run("stopped")
+    caplog.clear()
+    resumed = run("stopped")  # the same XP: resumed from the checkpoint the stop wrote
+    assert "resuming" in caplog.text
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
