@@ -30,6 +30,8 @@ from .base import ExperimentLogger, RunInfo, build_logger, check_loggers, probe_
 logger = logging.getLogger("baton")
 
 STEPS_FILE = ".tracked_steps.json"
+# The trackers this run goes on without, and why (`baton info` shows them): name -> reason.
+OFF_FILE = ".trackers_off.json"
 
 
 class Trackers:
@@ -63,6 +65,8 @@ class Trackers:
         untracked training; with `required=False` (`logging.required`) it is dropped with one
         warning. The trackers themselves still start on first use (a resumed XP with nothing
         new to log starts no W&B run)."""
+        if self.names:
+            (self.run.folder / OFF_FILE).unlink(missing_ok=True)  # this run's account, not the last's
         for name in list(self.names):
             try:
                 probe_logger(name, self.cfg, self.run)
@@ -74,6 +78,17 @@ class Trackers:
                     ) from None
                 logger.warning("logger %s could not start (%s): training goes on without it", name, _line(exc))
                 self.names.remove(name)
+                self._off(name, f"could not start: {_line(exc)}")
+
+    def _off(self, name: str, reason: str) -> None:
+        """Note in the XP folder that tracker `name` is off for this run (best effort)."""
+        path = self.run.folder / OFF_FILE
+        try:
+            off = json.loads(path.read_text()) if path.is_file() else {}
+            off[name] = reason
+            path.write_text(json.dumps(off) + "\n")
+        except (OSError, ValueError):
+            pass
 
     def _active(self) -> list[ExperimentLogger]:
         if self._loggers is None:
@@ -96,6 +111,7 @@ class Trackers:
                     "logger %s failed in %s (%s): it is off for the rest of this run; training goes on",
                     tracker.name, method, _line(exc),
                 )
+                self._off(tracker.name, f"failed in {method}: {_line(exc)}")
                 assert self._loggers is not None
                 self._loggers.remove(tracker)
                 try:

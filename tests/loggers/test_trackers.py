@@ -202,3 +202,21 @@ def test_a_new_mlflow_store_keeps_its_housekeeping_out_of_the_output(tmp_path: P
     output = result.stdout + result.stderr
     assert "Valid | epoch 1" in output
     assert "database tables" not in output, output
+
+
+def test_a_tracker_the_run_goes_on_without_shows_in_info(tmp_path: Path) -> None:
+    """`logging.required=false`: one warning, and `baton info` says which tracker was off and why."""
+    from tests.xp.conftest import QUICK, baton_cli
+
+    (tmp_path / "a_file").write_text("")  # a store under a file: it cannot be created
+    env = {"BATON_XP_DIR": str(tmp_path / "xps")}
+    args = [*QUICK, "optim.epochs=1", "logging.loggers=[csv,mlflow]", "logging.required=false",
+            f"logging.mlflow.tracking_uri=sqlite:///{tmp_path}/a_file/mlflow.db"]
+    result = baton_cli("run", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert output.count("logger mlflow could not start") == 1
+    sig = baton_cli("run", "--dry_run", *args, env=env).stdout.split()[1]
+    info = baton_cli("info", "-f", sig, env={**env, "COLUMNS": "300"}).stdout
+    (row,) = [line for line in info.splitlines() if line.startswith("trackers")]
+    assert "off in the last run: mlflow (could not start: " in row

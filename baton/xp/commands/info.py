@@ -81,6 +81,9 @@ def main(args: argparse.Namespace) -> int:
     job = slurm.job_record(folder.path)
     if job is not None:
         rows.append(("slurm", f"job {job['job_id']} {slurm.job_state(folder.path) or '(squeue not available)'}"))
+    off = _trackers_off(folder.path)
+    if off:
+        rows.append(("trackers", "off in the last run: " + "; ".join(f"{name} ({reason})" for name, reason in off.items())))
     for stage, metrics in (summary.history[-1] if summary.history else {}).items():
         rows.append((f"last {stage}", " | ".join(f"{k} {format_number(v)}" for k, v in metrics.items())))
     width = max(len(name) for name, _ in rows)
@@ -104,6 +107,19 @@ def main(args: argparse.Namespace) -> int:
             for line in lines:
                 out.print(line, markup=False)
     return 0
+
+
+def _trackers_off(folder: Path) -> dict[str, str]:
+    """The trackers the XP's last run went on without (logging.required=false, or failed)."""
+    import json
+
+    from baton.loggers.fanout import OFF_FILE
+
+    try:
+        off = json.loads((folder / OFF_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in off.items()} if isinstance(off, dict) else {}
 
 
 def _checkpoint_epoch(folder: Path, *, trusted: bool = False) -> str:
