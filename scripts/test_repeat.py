@@ -66,12 +66,10 @@ def main(argv: list[str]) -> int:
         print("usage: scripts/test_repeat.py N [PYTEST SELECTION ...]", file=sys.stderr)
         return 2
     runs, selection = int(argv[0]), argv[1:]
-    markers = "not slurm"
+    cluster = slurm_answers()
+    markers = "" if cluster else "not slurm"  # SLURM's tests only where a cluster answers
     if not selection:
-        selection = list(DEFAULT)
-        if slurm_answers():
-            selection.append("tests/xp/test_slurm.py")
-            markers = ""
+        selection = [*DEFAULT, *(["tests/xp/test_slurm.py"] if cluster else [])]
     passed: Counter[str] = Counter()
     seen: Counter[str] = Counter()
     started = time.monotonic()
