@@ -1,10 +1,16 @@
-"""Checkpoints written by an older baton (format 2) resume with today's engine, bit for bit.
+"""Checkpoints written by an older baton (format 2) resume with today's engine to the same weights.
 
 The files under tests/assets/format2/ were written by baton at commit b6d07ee, before the
 engine's third shape: the example task stopped by SIGTERM after update 8 of 12 (mid-epoch 2),
 and a Brain stopped after update 8 of epoch 1, each beside the final weights of the same run
 never stopped. Resuming them now must end with those weights exactly: the checkpoint layout is
 read (or upgraded) and the loop continues as the old one would have.
+
+"The same" is to the last bits of float32, not bit for bit: the reference weights were computed
+on another CPU, whose matrix kernels round in another order (on this repository's CI machine
+they differ by about 1e-9). Anything the restore could miss (optimizer moments, the data
+position, an RNG stream, the EMA) moves these weights by 1e-4 or more; bit-exact resume on one
+machine is proven by tests/solver/test_resume.py.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ EXAMPLE = ["logging.tensorboard=false", "task.num_train=96", "task.num_valid=32"
 def assert_same(actual: dict, expected: dict) -> None:
     assert actual.keys() == expected.keys()
     for key, value in expected.items():
-        assert torch.equal(actual[key], value), key
+        torch.testing.assert_close(actual[key], value, rtol=1e-6, atol=1e-7, msg=key)
 
 
 def test_a_format_2_mid_epoch_checkpoint_resumes_to_the_same_weights(tmp_path: Path) -> None:
