@@ -1,9 +1,13 @@
 """The example task under several ranks, counting gradient all-reduces (for the DDP tests).
 
 The engine wraps the model in DDP when training starts (`prepare`); this subclass only adds a
-communication hook to the engine's wrapper, to count the all-reduces."""
+communication hook to the engine's wrapper, to count the all-reduces, and an optional pause
+before each training batch (`seconds_per_batch`), which stretches a run in time, not in work."""
 
 from __future__ import annotations
+
+import time
+from typing import Any
 
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -13,6 +17,12 @@ from baton.tasks.example import ExampleSolver
 
 class DDPExample(ExampleSolver):
     reductions = 0
+    seconds_per_batch = 0.0
+
+    def run_step(self, idx: int, batch: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+        if self.is_training and self.seconds_per_batch:
+            time.sleep(self.seconds_per_batch)
+        return super().run_step(idx, batch, metrics)
 
     def prepare(self) -> None:
         super().prepare()

@@ -58,10 +58,19 @@ def assert_same_model(one: dict, other: dict, *, exact: bool = False, atol: floa
             torch.testing.assert_close(value, other[key], rtol=1e-3, atol=atol, msg=key)
 
 
+@pytest.fixture(scope="module")
+def example_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], list[dict]]:
+    """The example task on 2 ranks and on 1 process, shared by the tests that read its weights
+    and its metrics. 33 valid/evaluate items: rank 0 gets 17 and rank 1 gets 16 (validation
+    does not train, so the weights are those of any valid set)."""
+    tmp = tmp_path_factory.mktemp("example_runs")
+    args = [*EXAMPLE, "task.num_valid=33"]
+    return tmp, run_baton(tmp, "two", args, world=2), run_baton(tmp, "one", args, world=1)
+
+
 @pytest.mark.timeout(300)
-def test_two_ranks_train_one_example_model_equal_to_one_process(tmp_path: Path) -> None:
-    first, second = run_baton(tmp_path, "two", EXAMPLE, world=2)
-    (alone,) = run_baton(tmp_path, "one", EXAMPLE, world=1)
+def test_two_ranks_train_one_example_model_equal_to_one_process(example_runs) -> None:
+    _, (first, second), (alone,) = example_runs
     assert first["wrapped"] == {"model": "EngineDDP"} and alone["wrapped"] == {"model": "RegressionNet"}
     assert_same_model(first["weights"]["model"], second["weights"]["model"], exact=True)
     assert_same_model(first["weights"]["model"], alone["weights"]["model"])
@@ -75,11 +84,9 @@ def history(tmp: Path, name: str) -> list[dict]:
 
 
 @pytest.mark.timeout(300)
-def test_metrics_over_uneven_shards_average_every_item_once(tmp_path: Path) -> None:
+def test_metrics_over_uneven_shards_average_every_item_once(example_runs) -> None:
     """33 valid/evaluate items on 2 ranks: 17 and 16, none repeated; the means equal one process's."""
-    args = [*EXAMPLE, "task.num_valid=33"]
-    run_baton(tmp_path, "two", args, world=2)
-    run_baton(tmp_path, "one", args, world=1)
+    tmp_path = example_runs[0]
     for two, one in zip(history(tmp_path, "two"), history(tmp_path, "one"), strict=True):
         for stage in ("valid", "evaluate"):
             for key, value in one[stage].items():

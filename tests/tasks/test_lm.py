@@ -5,6 +5,7 @@ and without attributes, generation, and exact resume. The whole chain at debug s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +31,21 @@ LM = ["solver=lm/debug", "optim.epochs=2", "optim.updates_per_epoch=3", "dataset
       "tokens.cache=true", "dataset.train.random_crop=false"]
 
 
+@pytest.fixture(scope="module")
+def trained_codec(synth_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny codec XP for the whole module: the LMs read it, none changes it."""
+    root = tmp_path_factory.mktemp("codec")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BATON_DATA_DIR", str(synth_cache))
+        patch.setenv("BATON_XP_DIR", str(root))
+        return Path(baton.run(CODEC).folder)
+
+
 @pytest.fixture
-def codec(env: Path) -> str:
-    return baton.run(CODEC).sig
+def codec(env: Path, trained_codec: Path) -> str:
+    """The module's codec XP, copied into this test's XP root (where `//sig/SIG` looks)."""
+    shutil.copytree(trained_codec, env / "xps" / "xps" / trained_codec.name)
+    return trained_codec.name
 
 
 def cache_files(env: Path) -> list[Path]:
