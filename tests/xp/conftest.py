@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -8,11 +9,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.config.conftest import clean_env  # noqa: F401  (autouse: every xp test starts clean)
+from tests.config.conftest import ENV_VARS, clean_env  # noqa: F401  (autouse: every xp test starts clean)
 
 REPO = Path(__file__).resolve().parents[2]
 # Tiny and quick: the example task on a handful of samples.
 QUICK = ["solver=example", "task.num_train=64", "task.num_valid=16", "dataset.batch_size=16"]
+
+
+@pytest.fixture(scope="session")
+def quick_xps(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two finished XPs of QUICK (the second with optim.lr=0.01), trained once per session
+    through the Python API for the tests that read, damage or resume XPs, not train them:
+    each test takes its own copies with `copy_xps`."""
+    import baton
+
+    root = tmp_path_factory.mktemp("quick_xps")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ENV_VARS:
+            patch.delenv(name, raising=False)
+        patch.setenv("BATON_XP_DIR", str(root))
+        return [baton.run(QUICK).folder, baton.run([*QUICK, "optim.lr=0.01"]).folder]
+
+
+def copy_xps(folders: list[Path], xp_root: Path) -> list[Path]:
+    """Copies of finished XP folders into `xp_root`, where `baton` finds them by signature."""
+    return [Path(shutil.copytree(folder, xp_root / "xps" / folder.name)) for folder in folders]
 
 
 def baton_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, **kwargs):
