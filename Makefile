@@ -32,7 +32,7 @@ test-slurm: install
 	$(BIN)/python -m pytest -m slurm $(PYTEST_ARGS)
 
 test-slow: install
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m slow $(PYTEST_ARGS)
 
 # The tests that depend on timing (signals, kills, several ranks, W&B's writer; SLURM when a
 # cluster answers), N times in a row: how many runs each passed (scripts/test_repeat.py).

@@ -49,14 +49,18 @@ def slurm_answers() -> bool:
     return subprocess.run(["sinfo"], capture_output=True, timeout=30).returncode == 0
 
 
-def outcomes(report: Path) -> dict[str, bool]:
-    """test id -> passed, from one pytest run's JUnit XML (skipped tests are left out)."""
-    results = {}
+def outcomes(report: Path) -> dict[str, str | None]:
+    """test id -> None if it passed, else the failure's text, from one pytest run's JUnit XML
+    (skipped tests are left out)."""
+    results: dict[str, str | None] = {}
     for case in ElementTree.parse(report).iter("testcase"):
         if case.find("skipped") is not None:
             continue
         name = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
-        results[name] = case.find("failure") is None and case.find("error") is None
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        results[name] = None if problem is None else (problem.text or problem.get("message") or "failed")
     return results
 
 
@@ -83,9 +87,11 @@ def main(argv: list[str]) -> int:
             if not report.exists():
                 print(f"run {run}: pytest wrote no report (collection failed?); run the selection once by hand")
                 return 2
-            for name, ok in outcomes(report).items():
+            for name, problem in outcomes(report).items():
                 seen[name] += 1
-                passed[name] += ok
+                passed[name] += problem is None
+                if problem is not None:  # a flake is only fixed by its cause: keep what it said
+                    print(f"run {run}: {name} failed:\n{problem[-3000:]}", flush=True)
             failed = [name for name in seen if passed[name] < seen[name]]
             print(f"run {run}/{runs}: {len(seen)} tests, {len(failed)} failed at least once "
                   f"({time.monotonic() - started:.0f} s)", flush=True)
