@@ -189,8 +189,9 @@ def _remove(scratch: Path) -> None:
 def _stopped_run(runner: _Runner, stop: str, point: int, updates: int | None,
                  ref_records: dict[int, dict[str, Any]], reference: dict[str, Any], probe: Any) -> Verdict:
     """Stop a run at `point` (SIGTERM, or SIGKILL after a checkpoint), resume it, compare."""
+    extra: list[str] = []
     if stop == "term":
-        name, title, extra = f"sigterm-{point}", f"SIGTERM at update {point}", []
+        name, title = f"sigterm-{point}", f"SIGTERM at update {point}"
         runner.say(f"stopped at update {point} by SIGTERM, then resumed")
         runner.run(name, stop_at=point, extra=extra)
     else:

@@ -80,7 +80,7 @@ def registered_objects(solver: Any) -> dict[str, Any]:
 def _covered_ids(solver: Any, registered: Mapping[str, Any]) -> set[int]:
     """Objects whose state a checkpoint holds: the registered ones and what they contain."""
     covered: set[int] = set()
-    inside = list(registered.values())
+    inside = [*registered.values(), *solver.steppers()]
     if solver.ema is not None:
         inside += list(solver.ema.modules.values())
     for value in inside:
@@ -126,7 +126,9 @@ def class_names(solver: Any, names: Any) -> dict[str, str]:
 def learning_rates(solver: Any, registered: Mapping[str, Any]) -> dict[str, list[float]]:
     """The LR of each parameter group of every optimizer the solver holds, by name."""
     rates: dict[str, list[float]] = {}
-    for name, value in [*registered.items(), *vars(solver).items()]:
+    named = [*registered.items(), *vars(solver).items()]
+    named += [(stepper.name or f"stepper_{index}", stepper) for index, stepper in enumerate(solver.steppers())]
+    for name, value in named:
         optimizer = value if isinstance(value, torch.optim.Optimizer) else getattr(value, "optimizer", None)
         if isinstance(optimizer, torch.optim.Optimizer) and name not in rates:
             rates[name] = [float(group["lr"]) for group in optimizer.param_groups]

@@ -5,8 +5,12 @@ uninterrupted one, bit for bit, and the training data is a function of (seed, ep
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from baton.xp.commands.common import add_config_dir
+
+if TYPE_CHECKING:
+    from baton.xp.check_resume import ResumeCheck
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
     return 0 if check.exact else 1
 
 
-def print_check(check, out) -> None:  # type: ignore[no-untyped-def]
+def print_check(check: ResumeCheck, out: Any) -> None:
     """The verdict table (one column per stopped run), then the first divergence and its fix."""
     from rich.table import Table
 
@@ -57,15 +61,15 @@ def print_check(check, out) -> None:  # type: ignore[no-untyped-def]
     for verdict in check.verdicts:
         if verdict.diagnosis and verdict.diagnosis not in shown:
             shown.add(verdict.diagnosis)
-            out.print(f"{verdict.name}: {verdict.diagnosis}", markup=False)
-            out.print(f"  fix: {verdict.fix}", markup=False)
+            out.print(f"{verdict.name}: {verdict.diagnosis}", markup=False, soft_wrap=True)
+            out.print(f"  fix: {verdict.fix}", markup=False, soft_wrap=True)
     if check.data and check.data[0] not in shown:
-        out.print(f"data: {check.data[0]}", markup=False)
-        out.print(f"  fix: {check.data[1]}", markup=False)
+        out.print(f"data: {check.data[0]}", markup=False, soft_wrap=True)
+        out.print(f"  fix: {check.data[1]}", markup=False, soft_wrap=True)
     if check.scratch is not None:
         out.print(f"scratch folder kept: {check.scratch}", markup=False)
-    verdict = "exact" if check.exact else "NOT exact"
-    print(f"baton: XP {check.sig} resumes {verdict} ({len(check.verdicts)} stopped run(s), {check.seconds:.0f} s)")
+    outcome = "exact" if check.exact else "NOT exact"
+    print(f"baton: XP {check.sig} resumes {outcome} ({len(check.verdicts)} stopped run(s), {check.seconds:.0f} s)")
 
 
 def _cell(where: str | None) -> str:
