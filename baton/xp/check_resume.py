@@ -13,7 +13,8 @@ silently. The check runs the XP's config, in scratch folders under `<xp_root>/ch
 
 Every run records each update (`resume_record`); the resumed runs are compared with the first
 (`resume_compare`), and the training data is probed (`resume_probe`) for the diagnosis. Any
-front end works: the loop, the one each of them trains through, is what is watched.
+front end works: the loop, the one each of them trains through, is what is watched. With
+`nproc` > 1 each run is that many ranks under torchrun, and each rank is compared with its twin.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 from baton.errors import UserError
 from baton.xp.resume_compare import Verdict, compare_final, compare_updates, data_diagnosis
 from baton.xp.resume_record import read_records
+from baton.xp.resume_worker import rank_file
 
 STOPS = ("term", "kill")
 
@@ -65,8 +67,23 @@ class _Runner:
     """Starts the check's training processes in one scratch folder and reads what they left."""
 
     def __init__(self, overrides: Sequence[str], config_dir: Sequence[str], scratch: Path,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], sig: str, nproc: int = 1) -> None:
         self.overrides, self.config_dir, self.scratch, self.say = list(overrides), list(config_dir), scratch, say
+        self.sig, self.nproc = sig, nproc
+
+    def command(self, spec: dict[str, Any]) -> list[str]:
+        """One process, or `nproc` ranks started by torchrun (gloo on CPU), as `baton run -d`."""
+        worker = ["-m", "baton.xp.resume_worker", json.dumps(spec)]
+        if self.nproc == 1:
+            return [sys.executable, *worker]
+        from baton.xp.local_distributed import free_port
+
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(self.nproc),
+                "--max-restarts", "0", "--master-addr", "127.0.0.1", "--master-port", str(free_port(self.sig)),
+                "--module", *worker[1:]]
+
+    def ranks(self) -> list[int]:
+        return list(range(self.nproc))
 
     def run(self, name: str, *, stop_at: int | None = None, kill_at: int | None = None,
             extra: Sequence[str] = (), probe: bool = False) -> dict[str, Any] | None:
@@ -79,22 +96,27 @@ class _Runner:
             "stop_at": stop_at, "kill_at": kill_at, "probe": probe,
         }
         (leg / "result.json").unlink(missing_ok=True)
+        results = [leg / "result.json"] if self.nproc == 1 else [rank_file(leg / "result.json", r) for r in self.ranks()]
+        for path in results:
+            path.unlink(missing_ok=True)
         with open(leg / "log.txt", "a", encoding="utf-8") as log:
             code = subprocess.run(
-                [sys.executable, "-m", "baton.xp.resume_worker", json.dumps(spec)],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False,
+                self.command(spec), stdout=log, stderr=subprocess.STDOUT, check=False,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             ).returncode
-        if kill_at is not None and code == -9:
-            return None
-        if code != 0 or not (leg / "result.json").exists():
+        if kill_at is not None and code != 0 and kill_at in self.records(name):
+            return None  # killed (one process: -9; under torchrun, the launcher's failure code)
+        if code != 0 or not all(path.exists() for path in results):
             lines = (leg / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()
             last = lines[-1] if lines else f"exit code {code}"
             raise UserError(f"check-resume: the {name} run failed ({last}); its log is {leg / 'log.txt'}")
-        result: dict[str, Any] = json.loads((leg / "result.json").read_text(encoding="utf-8"))
+        result: dict[str, Any] = {"ranks": [json.loads(path.read_text(encoding="utf-8")) for path in results]}
+        result.update(result["ranks"][0])
         return result
 
-    def records(self, name: str) -> dict[int, dict[str, Any]]:
-        return read_records(self.scratch / name / "updates.jsonl")
+    def records(self, name: str, rank: int = 0) -> dict[int, dict[str, Any]]:
+        path = self.scratch / name / "updates.jsonl"
+        return read_records(path if self.nproc == 1 else rank_file(path, rank))
 
 
 def parse_at(text: str | None) -> list[int] | None:
@@ -116,7 +138,7 @@ def parse_at(text: str | None) -> list[int] | None:
 
 def check_resume(
     overrides: Sequence[str], *, updates: int | None = None, at: Sequence[int] | None = None,
-    stops: Sequence[str] = STOPS, keep: bool = False, config_dir: Sequence[str] = (),
+    stops: Sequence[str] = STOPS, keep: bool = False, config_dir: Sequence[str] = (), nproc: int = 1,
     say: Callable[[str], None] = lambda line: None,
 ) -> ResumeCheck:
     """Run the XP of `overrides` uninterrupted and stopped-and-resumed, and compare.
@@ -125,6 +147,9 @@ def check_resume(
         updates: N, the updates of each run (None: the whole run, `optim.epochs`).
         at: the updates to stop at (None: N // 2); stops: "term" (SIGTERM) and/or "kill"
             (SIGKILL after a mid-epoch checkpoint). keep: leave the scratch folder.
+        nproc: ranks per run (torchrun, gloo on CPU); each rank's updates are compared with the
+            same rank's. Under several ranks a stop is agreed every 10 updates and at each epoch's
+            end (`baton.solver.cadence`), so a run told to stop at K stops at the first of those.
         say: called with a line as each run starts (progress).
 
     Raises:
@@ -145,7 +170,12 @@ def check_resume(
     scratch = Path(str(xp.cfg.xp.root)) / "check-resume" / f"{xp.sig}-{os.getpid()}"
     if scratch.exists():
         shutil.rmtree(scratch)
-    runner = _Runner(overrides, config_dir, scratch, say)
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: give 1 or more processes")
+    if not xp.cfg.checkpoint.save:
+        raise UserError("check-resume: checkpoint.save=false in this XP's config: nothing would be saved to resume "
+                        "from; check it with checkpoint.save=true")
+    runner = _Runner(overrides, config_dir, scratch, say, xp.sig, nproc)
     try:
         say(f"uninterrupted run in {scratch}")
         reference = runner.run("uninterrupted", stop_at=updates, probe=True)
@@ -158,11 +188,10 @@ def check_resume(
         if outside:
             raise UserError(f"--at {','.join(map(str, outside))}: the runs train {total} updates; stop at 1..{total - 1}")
         check = ResumeCheck(xp.sig, total, points)
-        ref_records = runner.records("uninterrupted")
         probe = reference["probe"]
         for point in points:
             for stop in stops:
-                check.verdicts.append(_stopped_run(runner, stop, point, updates, ref_records, reference, probe))
+                check.verdicts.append(_stopped_run(runner, stop, point, updates, reference, probe))
         if probe and (probe.get("global_rng") or probe.get("set_epoch")) and check.exact:
             check.data = data_diagnosis(None, probe)
         elif probe and (probe.get("global_rng") or probe.get("set_epoch")):
@@ -187,7 +216,7 @@ def _remove(scratch: Path) -> None:
 
 
 def _stopped_run(runner: _Runner, stop: str, point: int, updates: int | None,
-                 ref_records: dict[int, dict[str, Any]], reference: dict[str, Any], probe: Any) -> Verdict:
+                 reference: dict[str, Any], probe: Any) -> Verdict:
     """Stop a run at `point` (SIGTERM, or SIGKILL after a checkpoint), resume it, compare."""
     extra: list[str] = []
     if stop == "term":
@@ -200,8 +229,20 @@ def _stopped_run(runner: _Runner, stop: str, point: int, updates: int | None,
         extra = [f"checkpoint.every_updates={every}"]
         runner.say(f"killed at update {point} (SIGKILL, checkpoints every {every} updates), then resumed")
         runner.run(name, kill_at=point, extra=extra)
+    stopped = runner.records(name)
     resumed = runner.run(name, stop_at=updates, extra=extra)
     assert resumed is not None
-    verdict = compare_updates(title, ref_records, runner.records(name), probe)
-    compare_final(verdict, reference["snapshot"], resumed["snapshot"])
-    return verdict
+    if stopped and max(stopped) >= reference["snapshot"]["update"]:
+        raise UserError(f"check-resume: the run told to stop at update {point} stopped at {max(stopped)}, the end of "
+                        "the run (under several ranks a stop is agreed every 10 updates and at each epoch's end): choose an earlier --at")
+    if stop == "term" and stopped and max(stopped) != point:  # several ranks agreed on a later update
+        title = f"SIGTERM at update {point} (stopped at {max(stopped)})"
+    verdicts = []
+    for rank in runner.ranks():
+        verdict = compare_updates(title, runner.records("uninterrupted", rank), runner.records(name, rank), probe)
+        compare_final(verdict, reference["ranks"][rank]["snapshot"], resumed["ranks"][rank]["snapshot"])
+        if runner.nproc > 1 and verdict.diagnosis is not None:
+            verdict.diagnosis = f"rank {rank}: {verdict.diagnosis}"
+        verdicts.append(verdict)
+    # The rank that differs first (any rank, when all are exact).
+    return min(verdicts, key=lambda v: (v.exact, v.first_update or 10**9))

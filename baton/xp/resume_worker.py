@@ -3,6 +3,9 @@
 SPEC is JSON: {"overrides", "config_dir", "folder" (a scratch folder, never the XP's own),
 "records" (the JSON-lines file of `resume_record`), "result" (where the final snapshot goes),
 "stop_at" / "kill_at" (an update, or null), "probe" (probe the training data afterwards)}.
+Started by torchrun (`check-resume -d`), every rank runs it: each writes its own records and
+result (`.rank<k>` before the suffix), and only rank 0 kills itself at "kill_at" (a crash of
+one rank; the launcher stops the others).
 
 The XP's config is composed as `baton run` composes it, the solver is built with the scratch
 folder in place of the XP's, and it runs with an `UpdateRecorder` watching its updates. A run
@@ -23,6 +26,7 @@ from baton.import_paths import working_directory_last
 def run_leg(spec: dict[str, Any]) -> None:
     from omegaconf import open_dict
 
+    from baton import distrib
     from baton.config import compose_xp
     from baton.solver.runtime import Interrupted
     from baton.xp.launch import solver_class
@@ -30,12 +34,18 @@ def run_leg(spec: dict[str, Any]) -> None:
     from baton.xp.resume_record import UpdateRecorder, solver_snapshot
 
     xp = compose_xp(spec["overrides"], spec["config_dir"])
+    distrib.init()
+    rank = distrib.rank()
     folder = Path(spec["folder"])
     folder.mkdir(parents=True, exist_ok=True)
     with open_dict(xp.cfg):
         xp.cfg.xp.folder = str(folder)  # everything that reads the folder from the config too
     cls = solver_class(xp.cfg)
-    recorder = UpdateRecorder(Path(spec["records"]), stop_at=spec["stop_at"], kill_at=spec["kill_at"])
+    records, result_file = Path(spec["records"]), Path(spec["result"])
+    if distrib.is_distributed():
+        records, result_file = (rank_file(path, rank) for path in (records, result_file))
+    kill_at = spec["kill_at"] if rank == 0 else None
+    recorder = UpdateRecorder(records, stop_at=spec["stop_at"], kill_at=kill_at)
     try:
         with cls.from_config(xp.cfg, folder) as solver:
             solver.update_observer = recorder
@@ -52,7 +62,13 @@ def run_leg(spec: dict[str, Any]) -> None:
             }
     finally:
         recorder.close()
-    Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
+    result_file.write_text(json.dumps(result), encoding="utf-8")
+    distrib.shutdown(in_step=True)  # every rank got here: a finished run, or a stop they agreed on
+
+
+def rank_file(path: Path, rank: int) -> Path:
+    """`updates.jsonl` -> `updates.rank1.jsonl`: one file per rank of a distributed run."""
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
 
 def main() -> None:

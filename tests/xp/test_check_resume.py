@@ -217,6 +217,22 @@ def test_the_command_prints_the_verdict_and_exits_1_when_not_exact(project: Path
     assert "resumes NOT exact" in done.stdout
 
 
+@pytest.mark.slow
+def test_two_ranks_resume_exactly_and_each_rank_is_compared(project: Path) -> None:
+    """`-d --nproc 2`: every run is 2 gloo processes. Ranks agree on a stop every 10 updates and
+    at each epoch's end: the SIGTERM at update 5 stops the run at the end of epoch 1 (update 8)."""
+    result = check_resume(["solver=example", *TINY], at=[5], nproc=2)
+    assert result.exact, [(v.name, v.diagnosis) for v in result.verdicts]
+    assert [v.name for v in result.verdicts] == ["SIGTERM at update 5 (stopped at 8)", "SIGKILL at update 5"]
+
+
+@pytest.mark.slow
+def test_an_unregistered_buffer_is_named_with_its_rank(project: Path) -> None:
+    result = check(project, "unregistered_buffer", nproc=2)
+    diagnosis, _ = only_verdict(result)
+    assert diagnosis.startswith("rank 0: self.normalizer (RunningMean) is not registered, and its 'mean' after update 11")
+
+
 # Each built-in task, small (a few updates per epoch, 2 epochs), stopped in its second half.
 COMMON = ["logging.tensorboard=false", "num_threads=1"]
 CODEC = ["solver=compression/debug", "model.ratios=[8,5,4]", "optim.epochs=1", "optim.updates_per_epoch=4",

@@ -22,22 +22,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stops", default="term,kill", metavar="KINDS",
                         help="how to stop: term (SIGTERM: checkpoint, exit), kill (SIGKILL after a mid-epoch "
                              "checkpoint), or both (default)")
+    parser.add_argument("-d", "--distrib", action="store_true",
+                        help="run each training on several ranks (torchrun; --nproc N CPU processes with gloo)")
+    parser.add_argument("--nproc", type=int, default=None, metavar="N", help="with -d: the number of processes")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (the runs' logs and checkpoints)")
     add_config_dir(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    from baton.errors import UserError
     from baton.xp.check_resume import check_resume, parse_at
     from baton.xp.commands.common import console
     from baton.xp.launch import replay_overrides
+    from baton.xp.local_distributed import nproc_for
 
+    if args.nproc is not None and not args.distrib:
+        raise UserError("--nproc goes with -d: baton check-resume -d --nproc N ...")
     overrides = list(args.overrides)
     if args.sig:
         overrides = replay_overrides(args.sig, overrides, args.config_dir)
     out = console()
+    nproc = nproc_for(args.nproc, "cuda") if args.distrib else 1  # without --nproc: one per GPU
     check = check_resume(
         overrides, updates=args.updates, at=parse_at(args.at), stops=[s.strip() for s in args.stops.split(",") if s.strip()],
-        keep=args.keep, config_dir=args.config_dir, say=lambda line: print(f"baton: {line}", flush=True),
+        keep=args.keep, config_dir=args.config_dir, nproc=nproc, say=lambda line: print(f"baton: {line}", flush=True),
     )
     print_check(check, out)
     return 0 if check.exact else 1
