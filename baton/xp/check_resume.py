@@ -39,6 +39,10 @@ from baton.xp.resume_worker import rank_file
 STOPS = ("term", "kill")
 
 
+class RunFailed(UserError):
+    """A training run of the check failed; its scratch folder is kept, for its log."""
+
+
 @dataclass
 class ResumeCheck:
     """The outcome of `check_resume`.
@@ -109,7 +113,7 @@ class _Runner:
         if code != 0 or not all(path.exists() for path in results):
             lines = (leg / "log.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()
             last = lines[-1] if lines else f"exit code {code}"
-            raise UserError(f"check-resume: the {name} run failed ({last}); its log is {leg / 'log.txt'}")
+            raise RunFailed(f"check-resume: the {name} run failed ({last}); its log is {leg / 'log.txt'}")
         result: dict[str, Any] = {"ranks": [json.loads(path.read_text(encoding="utf-8")) for path in results]}
         result.update(result["ranks"][0])
         return result
@@ -153,8 +157,8 @@ def check_resume(
         say: called with a line as each run starts (progress).
 
     Raises:
-        UserError: a bad config (the line `baton run` gives), a stop point outside 1..N-1, or
-            a run that failed (its last log line, and where its log is).
+        UserError: a bad config (the line `baton run` gives), a stop point outside 1..N-1.
+        RunFailed: a run failed: its last log line, and its log, kept in the scratch folder.
     """
     from baton.config import compose_xp
     from baton.xp.launch import preflight
@@ -196,8 +200,8 @@ def check_resume(
             check.data = data_diagnosis(None, probe)
         elif probe and (probe.get("global_rng") or probe.get("set_epoch")):
             check.data = data_diagnosis(next((v.first_update for v in check.verdicts if v.first_update), None), probe)
-    except BaseException:
-        if not keep:
+    except BaseException as exc:
+        if not keep and not isinstance(exc, RunFailed):
             _remove(scratch)
         raise
     check.seconds = time.monotonic() - started

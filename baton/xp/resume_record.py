@@ -29,6 +29,7 @@ from baton.stateful import unwrap
 # Leaves written as they are (compared by value); any other object is walked through its
 # __dict__ when it has one, else recorded by its type's name.
 _PLAIN = (str, int, float, bool, type(None))
+MAX_DEPTH = 32
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -39,10 +40,13 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.blake2b(header + raw.numpy().tobytes(), digest_size=8).hexdigest()
 
 
-def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+def leaves(value: Any, path: str = "", depth: int = 0) -> Iterator[tuple[str, Any]]:
     """(dotted path, comparable leaf) for everything in a state dict, a batch or a history:
-    tensors and arrays become digests, plain values stay as they are."""
-    if isinstance(value, torch.Tensor):
+    tensors and arrays become digests, plain values stay as they are. Past MAX_DEPTH levels
+    (an object that refers back to itself) only the type's name is kept."""
+    if depth > MAX_DEPTH:
+        yield path, f"<{type(value).__name__}>"
+    elif isinstance(value, torch.Tensor):
         yield path, tensor_digest(value)
     elif isinstance(value, np.ndarray):
         yield path, tensor_digest(torch.from_numpy(np.ascontiguousarray(value)))
@@ -50,12 +54,12 @@ def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, value
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            yield from leaves(item, f"{path}.{key}" if path else str(key))
+            yield from leaves(item, f"{path}.{key}" if path else str(key), depth + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            yield from leaves(item, f"{path}.{index}" if path else str(index))
+            yield from leaves(item, f"{path}.{index}" if path else str(index), depth + 1)
     elif hasattr(value, "__dict__") and not callable(value):
-        yield from leaves(vars(value), path)
+        yield from leaves(vars(value), path, depth + 1)
     else:
         yield path, f"<{type(value).__name__}>"
 
@@ -91,7 +95,8 @@ def _covered_ids(solver: Any, registered: Mapping[str, Any]) -> set[int]:
         for part in ("optimizer", "scheduler", "scaler"):  # a GradientStepper's
             if getattr(value, part, None) is not None and not isinstance(value, nn.Module):
                 covered.add(id(getattr(value, part)))
-        for module in getattr(value, "modules", []) if not isinstance(value, nn.Module) else []:
+        held = getattr(value, "modules", None)  # a GradientStepper's list of modules
+        for module in held if isinstance(held, (list, tuple)) else []:
             covered.update(id(m) for m in unwrap(module).modules())
     return covered
 

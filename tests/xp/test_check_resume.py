@@ -97,6 +97,14 @@ class UnregisteredBufferSolver(ExampleSolver):
         return super().run_step(idx, (x - self.normalizer.mean, y), metrics)
 
 
+@register_solver("crashing")
+class CrashingSolver(ExampleSolver):
+    def run_step(self, idx, batch, metrics):
+        if self.is_training and self.update_count == 3:
+            raise RuntimeError("a bug at update 3")
+        return super().run_step(idx, batch, metrics)
+
+
 @register_solver("unregistered_scheduler")
 class UnregisteredSchedulerSolver(ExampleSolver):
     def build_model(self):
@@ -118,7 +126,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "faults.py").write_text(textwrap.dedent(FAULTS))
     solvers = tmp_path / "conf" / "solver"
     solvers.mkdir(parents=True)
-    for name in ("global_noise", "counting_wrapper", "unregistered_buffer", "unregistered_scheduler"):
+    for name in ("global_noise", "counting_wrapper", "unregistered_buffer", "unregistered_scheduler", "crashing"):
         (solvers / f"{name}.yaml").write_text(
             f"# @package _global_\ndefaults:\n  - /solver/example\n  - _self_\nsolver: {name}\nimports: [faults]\n"
         )
@@ -204,6 +212,14 @@ def test_a_stop_point_outside_the_run_is_one_line(project: Path) -> None:
     with pytest.raises(UserError, match=r"^--at 16: the runs train 16 updates; stop at 1\.\.15$"):
         check_resume(["solver=example", *TINY], at=[16], stops=["term"])
     assert not (project / "outputs" / "check-resume").exists()
+
+
+def test_a_run_that_fails_is_one_line_and_its_log_is_kept(project: Path) -> None:
+    with pytest.raises(UserError, match=r"^check-resume: the uninterrupted run failed \(RuntimeError: a bug at update 3\); "
+                       r"its log is (\S+)$") as failed:
+        check(project, "crashing")
+    log = Path(str(failed.value).rsplit(" ", 1)[1])
+    assert "Traceback" in log.read_text() and log.is_relative_to(project / "outputs" / "check-resume")
 
 
 def test_the_command_prints_the_verdict_and_exits_1_when_not_exact(project: Path) -> None:
