@@ -28,7 +28,8 @@ COMMANDS = {
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items())
+    width = max(len(name) for name in COMMANDS)
+    lines = "\n".join(f"  {name:<{width}} {help_}" for name, (_, help_) in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="baton",
         description="Train audio and speech models; manage their experiments (XPs).",
