@@ -145,8 +145,11 @@ def data_diagnosis(update: int | None, probe: Mapping[str, Any] | None) -> tuple
     """Why the training data is not a function of (seed, epoch, index), from the probes."""
     where = f"the batch at update {update} differs from the uninterrupted run's at the same data position"
     if update is None:
-        where = "the runs agree here, but only by luck of the setup (dataset.num_workers=0 keeps the draws in the main process, whose RNG a checkpoint restores)"
+        where = "the runs agree at these stops, but not by design"
     if probe and probe.get("global_rng"):
+        if update is None:
+            where += (" (with dataset.num_workers=0 the draws stay in the main process, whose RNG a checkpoint "
+                      "restores; with workers they would not)")
         return (f"{where}: the dataset's randomness does not come from (seed, epoch, item): an item fetched twice "
                 "differs when the global RNG (random, numpy or torch) differs",
                 "draw per-item randomness from baton.data.rng.sample_generator(seed, epoch, index), "
