@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -38,6 +38,9 @@ from .profiling import UpdateProfiler
 from .runtime import apply_torch_settings, resolve_device
 from .settings import LoopSettings, MetricSpec
 from .stage import Stage
+
+if TYPE_CHECKING:
+    from .loop import UpdateObserver
 
 _CONFIG_NORM = object()  # make_stepper's default: clip at optim.max_norm
 _NO_AUTOCAST = contextlib.nullcontext()
@@ -88,6 +91,7 @@ class SolverCore:
         self.stage_metrics = Averager()  # the running stage's metrics (public: front ends feed it)
         self.restored_stage_metrics: list[dict[str, Any]] | None = None
         self.train_stream: BatchStream | None = None  # created on first use
+        self.update_observer: UpdateObserver | None = None  # what watches the updates, if anything
         self._prepared = False
         try:
             self.build()

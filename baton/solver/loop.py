@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -81,6 +81,18 @@ class UpdateBatches:
                 for stepper in holding:
                     accumulating.enter_context(stepper.micro_batch())
                 yield self.first_batch + micro, batch
+
+
+class UpdateObserver(Protocol):
+    """What watches the training updates from outside the task (`baton check-resume` records
+    each update's data and state through one). None by default: the loop then pays one
+    attribute test per update, nothing more."""
+
+    def drawn(self, solver: BaseSolver, update: UpdateBatches, position: dict[str, int] | None) -> None:
+        """The update's micro-batches were drawn from the stream, which stood at `position`."""
+
+    def ended(self, solver: BaseSolver) -> None:
+        """The update is counted and the EMA stepped; the cadence (saves, stops) comes next."""
 
 
 def group_size(update: int, accumulation: int, num_batches: int | None) -> int:
@@ -204,7 +216,12 @@ class BaseSolver(SolverCore):
                 if stop_when is not None and stop_when():
                     break
                 size = group_size(index, accumulation, num_batches)
-                one_update(UpdateBatches(index, [stream.next() for _ in range(size)], index * accumulation))
+                observer = self.update_observer
+                position = stream.state_dict() if observer is not None else None
+                update = UpdateBatches(index, [stream.next() for _ in range(size)], index * accumulation)
+                if observer is not None:
+                    observer.drawn(self, update, position)
+                one_update(update)
                 self.end_update()
                 progress.advance()
         finally:
@@ -223,6 +240,8 @@ class BaseSolver(SolverCore):
         if self.ema is not None and loop.update_count % self.settings.ema_every == 0:
             self.ema.update()
         self.profiler.step()
+        if self.update_observer is not None:  # before the cadence: a stop it asks for is obeyed here
+            self.update_observer.ended(self)
         stop, save = self.cadence.after_update(loop.update_count)
         if stop is not None:
             self.save_checkpoint(end_of_epoch=False)

@@ -20,6 +20,7 @@ COMMANDS = {
     "info": ("baton.xp.commands.info", "show one XP: delta, status, metrics, log"),
     "ls": ("baton.xp.commands.ls", "list every XP under the XP root"),
     "grid": ("baton.xp.commands.grid", "declare, run and monitor a grid of XPs"),
+    "check-resume": ("baton.xp.commands.check_resume", "prove that an XP's task resumes exactly (stop, resume, compare)"),
     "export": ("baton.xp.commands.export", "write an XP's weights to a plain file"),
     "data": ("baton.data.cli", "prepare and inspect datasets"),
     "new": ("baton.xp.commands.new", "scaffold a project: solver, config, grid, test, baton.toml"),
@@ -27,7 +28,8 @@ COMMANDS = {
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items())
+    width = max(len(name) for name in COMMANDS)
+    lines = "\n".join(f"  {name:<{width}} {help_}" for name, (_, help_) in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="baton",
         description="Train audio and speech models; manage their experiments (XPs).",
