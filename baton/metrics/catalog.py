@@ -53,7 +53,14 @@ class MelDistanceMetric(ItemMetric):
         if sample_rate not in self._modules:
             self._modules[sample_rate] = MelDistance(sample_rate, self.scales, self.n_mels)
         module = self._modules[sample_rate].to(estimate.device)
-        return module(estimate.float(), reference.float(), lengths, reduction="none").double()
+        if lengths is None:
+            return module(estimate.float(), reference.float(), reduction="none").double()
+        # Item by item, trimmed: the STFT's edge frames of a padded batch depend on what else
+        # is in it, and an item's score must not (ranks batch items differently).
+        return torch.cat([
+            module(estimate[i : i + 1, ..., :n].float(), reference[i : i + 1, ..., :n].float(), reduction="none")
+            for i, n in enumerate(lengths.tolist())
+        ]).double()
 
 
 @register_metric("visqol")
@@ -76,7 +83,15 @@ class ViSQOLAudio(ItemMetric):
         return {}
 
     def score(self, estimate: np.ndarray, reference: np.ndarray, sample_rate: int) -> float:
-        return float(self.backend.measure_from_arrays(reference, estimate, sample_rate).moslqo)
+        try:
+            return float(self.backend.measure_from_arrays(reference, estimate, sample_rate).moslqo)
+        except (ValueError, IndexError) as exc:  # too short, or (speech mode) no active patch
+            reason = str(exc) if isinstance(exc, ValueError) else "no patch of active signal found"
+            raise DataError(
+                f"metric '{self.name}' cannot score an item of {len(reference) / sample_rate:.2f} s "
+                f"({reason}); ViSQOL needs about 1 s of signal: evaluate longer items, or drop "
+                f"{self.name} from evaluate.metrics"
+            ) from None
 
 
 @register_metric("visqol_speech")

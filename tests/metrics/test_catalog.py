@@ -102,3 +102,16 @@ def test_padding_and_channels_are_not_scored() -> None:
     scores = metric(padded_est, padded_ref, torch.tensor([16_000, 24_000]), 16_000)
 
     assert scores[0].item() == pytest.approx(alone, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["visqol", "visqol_speech"])
+def test_an_item_too_short_for_visqol_is_one_line(name: str) -> None:
+    from baton.errors import DataError
+
+    short = voiced(0.5, 16_000)
+    with pytest.raises(DataError) as caught:
+        build_metric(name)(short[None], short[None], None, 16_000)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"metric '{name}' cannot score an item of 0.50 s (")
+    assert message.endswith(f"evaluate longer items, or drop {name} from evaluate.metrics")
