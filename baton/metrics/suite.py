@@ -4,9 +4,9 @@ item of every rank once.
 The cheap torch metrics (SI-SNR, mel) score every item. The package-backed ones score the first
 `max_items` items of the evaluation order over all ranks (`evaluate.metrics_items`): ViSQOL or
 DNSMOS take 0.1 to 2 s of CPU per item, and a cap keeps an evaluation's cost fixed as the test
-set grows. With `workers > 0` those items are scored in that many worker processes while the
-caller goes on with its next batches (the model's forward passes on the GPU), and `result()`
-waits for them.
+set grows. Given a pool (`worker_pool(n)`, `evaluate.metrics_workers`), those items are scored
+in its worker processes while the caller goes on with its next batches (the model's forward
+passes, on the GPU when there is one), and `result()` waits for them.
 
 Which items are a rank's: batches come from an evaluation loader, whose sampler deals items
 round-robin (rank r holds positions r, r + W, r + 2W, ...), so this rank's n-th item is global
@@ -17,7 +17,7 @@ all ranks, each once, whatever the world size (the same rule as SampleWriter).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
 import torch
@@ -34,7 +34,8 @@ class MetricSuite:
     Args:
         names: metric names (`evaluate.metrics`), each registered (catalog.py or a project's).
         max_items: how many items, over all ranks, the costly metrics score; None: all.
-        workers: processes scoring the costly metrics beside the caller; 0: in this process.
+        pool: where the costly metrics are scored (`worker_pool`); None: in this process. The
+            caller owns it (several suites may share one) and shuts it down.
         options: per metric name, keyword options of its constructor (e.g. mel's scales).
         where: the config key named in errors.
 
@@ -43,7 +44,7 @@ class MetricSuite:
             repeated name or a bad cap.
     """
 
-    def __init__(self, names: Sequence[str], *, max_items: int | None = None, workers: int = 0,
+    def __init__(self, names: Sequence[str], *, max_items: int | None = None, pool: Executor | None = None,
                  options: Mapping[str, Mapping[str, Any]] | None = None, where: str = "evaluate.metrics") -> None:
         names = [str(n) for n in names]
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -51,16 +52,13 @@ class MetricSuite:
             raise ConfigError(f"{where}: {', '.join(repeated)} listed twice; list each metric once")
         if max_items is not None and int(max_items) < 1:
             raise ConfigError(f"{where}: the cap on items scored is {max_items}; use a positive count, or null for all")
-        if int(workers) < 0:
-            raise ConfigError(f"{where}: {workers} worker processes; use 0 (score in this process) or more")
         options = dict(options or {})
         self.metrics: list[ItemMetric] = [build_metric(n, options.get(n), where) for n in names]
         self.max_items = None if max_items is None else int(max_items)
-        self.workers = int(workers)
+        self.pool = pool
         self.rank, self.world = distrib.rank(), distrib.world_size()
         self.seen = 0  # items of this rank so far
         self.average = Averager()
-        self._pool: ProcessPoolExecutor | None = None
         self._pending: list[tuple[str, list[Future[float]]]] = []
 
     @property
@@ -84,42 +82,40 @@ class MetricSuite:
                 pairs = metric.items(estimate[index], reference[index],
                                      None if lengths is None else lengths[index.to(lengths.device)], sample_rate)
                 rate = metric.sample_rate or sample_rate
-                if self.workers:
-                    pool = self._worker_pool()
-                    self._pending.append((metric.name, [pool.submit(metric.score, e, r, rate) for e, r in pairs]))
+                if self.pool is not None:
+                    self._pending.append((metric.name, [self.pool.submit(metric.score, e, r, rate) for e, r in pairs]))
                 else:
                     self._add(metric.name, [metric.score(e, r, rate) for e, r in pairs])
 
     def result(self) -> dict[str, float]:
-        """Each metric's mean over the items scored on all ranks (collective: every rank calls it).
-
-        Waits for the worker processes, then shuts them down."""
-        try:
-            for name, futures in self._pending:
-                self._add(name, [future.result() for future in futures])
-        finally:
-            self._pending = []
-            self.close()
+        """Each metric's mean over the items scored on all ranks (collective: every rank calls
+        it), once the pool's scores are in."""
+        pending, self._pending = self._pending, []
+        for name, futures in pending:
+            self._add(name, [future.result() for future in futures])
         for name in self.names:  # a rank past the cap has no score: it still takes part
             self.average.update({name: 0.0}, count=0)
         reduced = self.average.reduced_state()
         return {name: reduced["sums"][name] / reduced["counts"][name]
                 for name in self.names if reduced["counts"][name] > 0}
 
-    def close(self) -> None:
-        """Stop the worker processes (pending scores are dropped)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
     def _add(self, name: str, scores: list[float]) -> None:
         if scores:
             self.average.update({name: sum(scores) / len(scores)}, count=len(scores))
 
-    def _worker_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            import multiprocessing
 
-            # spawn: a fork of a process holding CUDA or gloo state is unsafe.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-        return self._pool
+def worker_pool(workers: int, where: str = "evaluate.metrics_workers") -> ProcessPoolExecutor | None:
+    """`workers` processes for the costly metrics (None for 0: score in the caller's process).
+    Each loads its own copy of a metric's model on first use; shut it down when done.
+
+    Raises:
+        ConfigError: a negative count.
+    """
+    if int(workers) < 0:
+        raise ConfigError(f"{where}={workers}: use 0 (score in the solver's process) or a number of processes")
+    if not workers:
+        return None
+    import multiprocessing
+
+    # spawn, not fork: a fork of a process holding CUDA or gloo state is unsafe.
+    return ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"))

@@ -4,6 +4,7 @@ means from worker processes, from one process and from two gloo ranks."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import Executor
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from baton.data.sampler import ResumableSampler
 from baton.errors import ConfigError
-from baton.metrics.suite import MetricSuite
+from baton.metrics.suite import MetricSuite, worker_pool
 
 from .signals import voiced, with_noise
 
@@ -46,13 +47,13 @@ def collate(items: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.
     return estimate, reference, torch.tensor([length for _, _, length in items])
 
 
-def evaluate(count: int, max_items: int | None, workers: int = 0, names: list[str] = NAMES,
+def evaluate(count: int, max_items: int | None, pool: Executor | None = None, names: list[str] = NAMES,
              rank: int = 0, world: int = 1, seconds: float = 1.0) -> dict[str, float]:
     """One evaluation pass as a task runs it: an evaluation sampler (each item on one rank),
     batches of 4, the suite fed every batch."""
     data = NoisyPairs(count, seconds)
     sampler = ResumableSampler(data, shuffle=True, seed=3, rank=rank, world_size=world, pad=False)
-    suite = MetricSuite(names, max_items=max_items, workers=workers)
+    suite = MetricSuite(names, max_items=max_items, pool=pool)
     for estimate, reference, lengths in DataLoader(data, batch_size=4, sampler=sampler, collate_fn=collate):
         suite.update(estimate, reference, lengths, RATE)
     return suite.result()
@@ -81,8 +82,13 @@ def test_the_cap_scores_the_first_items_of_the_evaluation_order() -> None:
 
 def test_worker_processes_give_the_same_means() -> None:
     names = ["si_snr", "pesq", "stoi"]
-    assert evaluate(6, max_items=None, workers=1, names=names) == pytest.approx(
-        evaluate(6, max_items=None, workers=0, names=names), rel=1e-12)
+    pool = worker_pool(1)
+    assert pool is not None and worker_pool(0) is None
+    try:
+        in_workers = evaluate(6, max_items=None, pool=pool, names=names)
+    finally:
+        pool.shutdown()
+    assert in_workers == pytest.approx(evaluate(6, max_items=None, names=names), rel=1e-12)
 
 
 def test_bad_settings_are_one_line() -> None:
@@ -90,6 +96,8 @@ def test_bad_settings_are_one_line() -> None:
         MetricSuite(["pesq", "stoi", "pesq"])
     with pytest.raises(ConfigError, match="the cap on items scored is 0; use a positive count, or null for all"):
         MetricSuite(["pesq"], max_items=0)
+    with pytest.raises(ConfigError, match=r"evaluate.metrics_workers=-1: use 0 \(score in the solver's process\)"):
+        worker_pool(-1)
 
 
 def _rank(rank: int, folder: str, names: list[str], seconds: float, caps: list[int | None]) -> None:
