@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
 from .audio import MelDistance, si_snr
-from .item_metrics import ItemMetric, register_metric
+from .item_metrics import ItemMetric, Unscorable, register_metric
 
 
 @register_metric("si_snr")
@@ -87,7 +86,7 @@ class ViSQOLAudio(ItemMetric):
             return float(self.backend.measure_from_arrays(reference, estimate, sample_rate).moslqo)
         except (ValueError, IndexError) as exc:  # too short, or (speech mode) no active patch
             reason = str(exc) if isinstance(exc, ValueError) else "no patch of active signal found"
-            raise DataError(
+            raise Unscorable(
                 f"metric '{self.name}' cannot score an item of {len(reference) / sample_rate:.2f} s "
                 f"({reason}); ViSQOL needs about 1 s of signal: evaluate longer items, or drop "
                 f"{self.name} from evaluate.metrics"
@@ -120,7 +119,7 @@ class PESQWideband(ItemMetric):
             return float(pesq(sample_rate, reference, estimate, "wb"))
         except PesqError as exc:  # e.g. no utterance found in a silent reference
             reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            raise DataError(
+            raise Unscorable(
                 f"metric 'pesq' cannot score an item ({reason}); PESQ needs "
                 "speech-like references of at least 0.25 s: drop pesq from evaluate.metrics for this data"
             ) from None

@@ -22,11 +22,17 @@ import numpy as np
 import torch
 
 from ..data.audio import resample
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..registry import Registry
 
 METRICS = Registry("metric", ("baton.metrics.catalog",), noun="name")
 register_metric = METRICS.register
+
+
+class Unscorable(DataError):
+    """An item this metric cannot score (PESQ finds no utterance in it, it is too short for
+    ViSQOL): one line naming the metric, the reason and the fix. Scored directly, the error
+    stops the caller; a MetricSuite leaves the item out of that metric's mean and says how many."""
 
 
 class ItemMetric:

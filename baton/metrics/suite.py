@@ -12,10 +12,14 @@ Which items are a rank's: batches come from an evaluation loader, whose sampler 
 round-robin (rank r holds positions r, r + W, r + 2W, ...), so this rank's n-th item is global
 position n * W + r: keeping positions below `max_items` scores exactly that many items over
 all ranks, each once, whatever the world size (the same rule as SampleWriter).
+
+An item a metric cannot score (`Unscorable`: PESQ finds no utterance in a noise burst) is left
+out of that metric's mean, and `result()` logs how many were, over all ranks, and why.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
@@ -25,7 +29,9 @@ import torch
 from .. import distrib
 from ..errors import ConfigError
 from .averager import Averager
-from .item_metrics import ItemMetric, build_metric
+from .item_metrics import ItemMetric, Unscorable, build_metric
+
+logger = logging.getLogger(__name__)
 
 
 class MetricSuite:
@@ -59,7 +65,8 @@ class MetricSuite:
         self.rank, self.world = distrib.rank(), distrib.world_size()
         self.seen = 0  # items of this rank so far
         self.average = Averager()
-        self._pending: list[tuple[str, list[Future[float]]]] = []
+        self._pending: list[tuple[str, list[Future[float | str]]]] = []
+        self.unscored: dict[str, list[str]] = {name: [] for name in self.names}  # reasons, this rank
 
     @property
     def names(self) -> list[str]:
@@ -83,9 +90,10 @@ class MetricSuite:
                                      None if lengths is None else lengths[index.to(lengths.device)], sample_rate)
                 rate = metric.sample_rate or sample_rate
                 if self.pool is not None:
-                    self._pending.append((metric.name, [self.pool.submit(metric.score, e, r, rate) for e, r in pairs]))
+                    self._pending.append((metric.name, [self.pool.submit(score_item, metric, e, r, rate)
+                                                        for e, r in pairs]))
                 else:
-                    self._add(metric.name, [metric.score(e, r, rate) for e, r in pairs])
+                    self._add(metric.name, [score_item(metric, e, r, rate) for e, r in pairs])
 
     def result(self) -> dict[str, float]:
         """Each metric's mean over the items scored on all ranks (collective: every rank calls
@@ -96,12 +104,33 @@ class MetricSuite:
         for name in self.names:  # a rank past the cap has no score: it still takes part
             self.average.update({name: 0.0}, count=0)
         reduced = self.average.reduced_state()
+        self._report_unscored(reduced["counts"])
         return {name: reduced["sums"][name] / reduced["counts"][name]
                 for name in self.names if reduced["counts"][name] > 0}
 
-    def _add(self, name: str, scores: list[float]) -> None:
+    def _add(self, name: str, results: list[float | str]) -> None:
+        scores = [r for r in results if isinstance(r, float)]
+        self.unscored[name].extend(r for r in results if isinstance(r, str))
         if scores:
             self.average.update({name: sum(scores) / len(scores)}, count=len(scores))
+
+    def _report_unscored(self, counts: Mapping[str, float]) -> None:
+        """One warning per metric that left items out (collective: the counts of all ranks)."""
+        totals = distrib.all_reduce_sum([float(len(self.unscored[name])) for name in self.names])
+        for name, left_out in zip(self.names, totals, strict=True):
+            if left_out:
+                example = self.unscored[name][0] if self.unscored[name] else "see the other ranks' logs"
+                logger.warning("%s: %d of %d items could not be scored and are left out of its mean; "
+                               "the first: %s", name, left_out, left_out + counts[name], example)
+        self.unscored = {name: [] for name in self.names}
+
+
+def score_item(metric: ItemMetric, estimate: Any, reference: Any, sample_rate: int) -> float | str:
+    """The item's score, or why the metric cannot score it (a picklable job for a worker)."""
+    try:
+        return metric.score(estimate, reference, sample_rate)
+    except Unscorable as exc:
+        return str(exc)
 
 
 def worker_pool(workers: int, where: str = "evaluate.metrics_workers") -> ProcessPoolExecutor | None:

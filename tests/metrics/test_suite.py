@@ -136,3 +136,20 @@ def test_every_metric_on_two_gloo_ranks_gives_the_means_of_one_process(tmp_path:
     every_item, first_20 = check_two_ranks_against_one_process(tmp_path, names, seconds=1.0, caps=[None, 20])
     assert every_item["si_snr"] == first_20["si_snr"]  # the cap is for the costly metrics only
     assert every_item["pesq"] != pytest.approx(first_20["pesq"], rel=1e-3)
+
+
+def test_an_item_a_metric_cannot_score_is_left_out_of_its_mean_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    speech = voiced(1.0, RATE)
+    estimate = torch.stack([with_noise(speech, 10.0), torch.zeros(RATE)])  # the second: silence
+    reference = torch.stack([speech, torch.zeros(RATE)])
+    suite = MetricSuite(["pesq", "si_snr"])
+
+    suite.update(estimate, reference, None, RATE)
+    with caplog.at_level("WARNING"):
+        got = suite.result()
+
+    alone = MetricSuite(["pesq"])
+    alone.update(estimate[:1], reference[:1], None, RATE)
+    assert got["pesq"] == alone.result()["pesq"]
+    assert "pesq: 1 of 2 items could not be scored and are left out of its mean; the first: " \
+           "metric 'pesq' cannot score an item (No utterances detected)" in caplog.text
