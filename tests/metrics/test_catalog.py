@@ -104,12 +104,12 @@ def test_padding_and_channels_are_not_scored() -> None:
     assert scores[0].item() == pytest.approx(alone, rel=1e-6)
 
 
-@pytest.mark.parametrize("name", ["visqol", "visqol_speech"])
-def test_an_item_too_short_for_visqol_is_one_line(name: str) -> None:
-    from baton.errors import DataError
+@pytest.mark.parametrize("name", ["visqol", "visqol_speech", "stoi"])
+def test_an_item_too_short_to_score_is_one_line(name: str) -> None:
+    from baton.metrics.item_metrics import Unscorable
 
     short = voiced(0.5, 16_000)
-    with pytest.raises(DataError) as caught:
+    with pytest.raises(Unscorable) as caught:
         build_metric(name)(short[None], short[None], None, 16_000)
     message = str(caught.value)
     assert "\n" not in message
