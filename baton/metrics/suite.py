@@ -44,6 +44,7 @@ class MetricSuite:
             caller owns it (several suites may share one) and shuts it down.
         options: per metric name, keyword options of its constructor (e.g. mel's scales).
         where: the config key named in errors.
+        label: what this suite scores, in its warnings (the codec task: "at 8 kbps").
 
     Raises:
         ConfigError: an unknown metric (did you mean), a missing package (its extra), a
@@ -51,7 +52,8 @@ class MetricSuite:
     """
 
     def __init__(self, names: Sequence[str], *, max_items: int | None = None, pool: Executor | None = None,
-                 options: Mapping[str, Mapping[str, Any]] | None = None, where: str = "evaluate.metrics") -> None:
+                 options: Mapping[str, Mapping[str, Any]] | None = None, where: str = "evaluate.metrics",
+                 label: str = "") -> None:
         names = [str(n) for n in names]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -62,6 +64,7 @@ class MetricSuite:
         self.metrics: list[ItemMetric] = [build_metric(n, options.get(n), where) for n in names]
         self.max_items = None if max_items is None else int(max_items)
         self.pool = pool
+        self.label = label
         self.rank, self.world = distrib.rank(), distrib.world_size()
         self.seen = 0  # items of this rank so far
         self.average = Averager()
@@ -120,8 +123,9 @@ class MetricSuite:
         for name, left_out in zip(self.names, totals, strict=True):
             if left_out:
                 example = self.unscored[name][0] if self.unscored[name] else "see the other ranks' logs"
-                logger.warning("%s: %d of %d items could not be scored and are left out of its mean; "
-                               "the first: %s", name, left_out, left_out + counts[name], example)
+                logger.warning("%s%s: %d of %d items could not be scored and are left out of its mean; "
+                               "the first: %s", name, f" {self.label}" if self.label else "", left_out,
+                               left_out + counts[name], example)
         self.unscored = {name: [] for name in self.names}
 
 

@@ -60,12 +60,12 @@ class CompressionSolver(StandardSolver):
         cls.metric_suite(cfg)
 
     @classmethod
-    def metric_suite(cls, cfg: Any, pool: Any = None) -> MetricSuite:
+    def metric_suite(cls, cfg: Any, pool: Any = None, label: str = "") -> MetricSuite:
         """The metrics of one bandwidth's evaluation (mel at the training loss's scales)."""
         evaluate = cfg.evaluate
         names = METRICS if evaluate.metrics is None else list(evaluate.metrics)
         return MetricSuite(names, max_items=evaluate.metrics_items, pool=pool,
-                           options={"mel": {"scales": list(cfg.losses.mel_scales)}})
+                           options={"mel": {"scales": list(cfg.losses.mel_scales)}}, label=label)
 
     def build_model(self) -> None:
         self.model = self.build_model_from_config(self.cfg).to(self.device)
@@ -123,7 +123,7 @@ class CompressionSolver(StandardSolver):
         n_qs = list(self.cfg.evaluate.n_q or [None])
         pool = worker_pool(int(self.cfg.evaluate.metrics_workers))
         try:
-            suites = {n_q: self.metric_suite(self.cfg, pool) for n_q in n_qs}
+            suites = {n_q: self.metric_suite(self.cfg, pool, self.bandwidth_label(n_q)) for n_q in n_qs}
             for _, batch in self.loader_batches(self.dataloaders["evaluate"]):
                 batch = batch.to(self.device)
                 for n_q in n_qs:
@@ -138,6 +138,9 @@ class CompressionSolver(StandardSolver):
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         return results
+
+    def bandwidth_label(self, n_q: int | None) -> str:
+        return f"at {self.model.bandwidth(n_q):g} kbps"
 
     def generate(self) -> dict[str, float]:
         """Write original/reconstructed pairs of the first `generate.num_samples` test items

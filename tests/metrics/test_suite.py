@@ -142,7 +142,7 @@ def test_an_item_a_metric_cannot_score_is_left_out_of_its_mean_and_said(caplog: 
     speech = voiced(1.0, RATE)
     estimate = torch.stack([with_noise(speech, 10.0), torch.zeros(RATE)])  # the second: silence
     reference = torch.stack([speech, torch.zeros(RATE)])
-    suite = MetricSuite(["pesq", "si_snr"])
+    suite = MetricSuite(["pesq", "si_snr"], label="of the test set")
 
     suite.update(estimate, reference, None, RATE)
     with caplog.at_level("WARNING"):
@@ -151,5 +151,5 @@ def test_an_item_a_metric_cannot_score_is_left_out_of_its_mean_and_said(caplog: 
     alone = MetricSuite(["pesq"])
     alone.update(estimate[:1], reference[:1], None, RATE)
     assert got["pesq"] == alone.result()["pesq"]
-    assert "pesq: 1 of 2 items could not be scored and are left out of its mean; the first: " \
+    assert "pesq of the test set: 1 of 2 items could not be scored and are left out of its mean; the first: " \
            "metric 'pesq' cannot score an item (No utterances detected)" in caplog.text
