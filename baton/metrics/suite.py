@@ -59,7 +59,8 @@ class MetricSuite:
         if repeated:
             raise ConfigError(f"{where}: {', '.join(repeated)} listed twice; list each metric once")
         if max_items is not None and int(max_items) < 1:
-            raise ConfigError(f"{where}: the cap on items scored is {max_items}; use a positive count, or null for all")
+            raise ConfigError(f"{where}: the cap on items scored (evaluate.metrics_items, max_items) is "
+                              f"{max_items}; use a positive count, or null for all")
         options = dict(options or {})
         self.metrics: list[ItemMetric] = [build_metric(n, options.get(n), where) for n in names]
         self.max_items = None if max_items is None else int(max_items)

@@ -94,7 +94,7 @@ def test_worker_processes_give_the_same_means() -> None:
 def test_bad_settings_are_one_line() -> None:
     with pytest.raises(ConfigError, match="pesq listed twice; list each metric once"):
         MetricSuite(["pesq", "stoi", "pesq"])
-    with pytest.raises(ConfigError, match="the cap on items scored is 0; use a positive count, or null for all"):
+    with pytest.raises(ConfigError, match=r"the cap on items scored \(evaluate.metrics_items, max_items\) is 0; use a positive count"):
         MetricSuite(["pesq"], max_items=0)
     with pytest.raises(ConfigError, match=r"evaluate.metrics_workers=-1: use 0 \(score in the solver's process\)"):
         worker_pool(-1)
