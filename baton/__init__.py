@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .solver.registry import register_solver as register_solver
     from .solver.stage import Stage as Stage
     from .solver.standard import StandardSolver as StandardSolver
+    from .speechbrain.audio_metrics import AudioMetricStats as AudioMetricStats
     from .speechbrain.averaging import average_checkpoints as average_checkpoints
     from .speechbrain.brain import Brain as Brain
     from .speechbrain.checkpointer import Checkpointer as Checkpointer
@@ -66,6 +67,7 @@ _LAZY = {
     "mark_as_saver": "baton.speechbrain.hooks",
     "mark_as_loader": "baton.speechbrain.hooks",
     "average_checkpoints": "baton.speechbrain.averaging",
+    "AudioMetricStats": "baton.speechbrain.audio_metrics",
     "EpochCounter": "baton.speechbrain.epoch_counter",
     "EpochCounterWithStopper": "baton.speechbrain.epoch_counter",
 }

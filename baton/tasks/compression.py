@@ -6,7 +6,8 @@ Why several terms: mel distance alone learns magnitudes with arbitrary phase (SI
 near -25 dB); L1 alone collapses towards silence on noise-like audio; SI-SNR alone leaves the
 output's scale free. Together they converge quickly, which a short CPU run needs.
 
-`evaluate` reports SI-SNR and mel distance on the test split at each configured number of
+`evaluate` reports the metrics of `evaluate.metrics` (SI-SNR and mel distance by default; ViSQOL,
+PESQ, STOI, ... with their extras, docs/metrics.md) on the test split at each configured number of
 codebooks (`evaluate.n_q`, i.e. bandwidth); `generate` writes original and reconstructed WAVs
 under samples/<epoch>/, named `<n>_<label>_{original,reconstructed}.wav` with the label made a
 safe file name (`baton.data.names.safe_filename`). An adversarial term is not part of this
@@ -23,7 +24,7 @@ from .. import distrib
 from ..data.builders import split_loaders
 from ..data.collate import AudioBatch
 from ..metrics.audio import MelDistance, si_snr
-from ..metrics.averager import Averager
+from ..metrics.suite import MetricSuite, worker_pool
 from ..models.codec import CompressionModel, build_compression_model
 from ..optim import build_lr_scheduler, build_optimizer
 from ..solver.registry import register_solver
@@ -32,6 +33,7 @@ from ..solver.samples import SampleWriter
 from ..solver.standard import StandardSolver
 
 SPLITS = ("train", "valid", "evaluate", "generate")
+METRICS = ("si_snr", "mel")  # what `evaluate.metrics: null` scores (the task's metrics before the key)
 PICTURE_ITEMS = 4  # spectrogram pairs in overview.png
 
 
@@ -50,6 +52,20 @@ class CompressionSolver(StandardSolver):
         """The codec alone, from a config (its `model` section): what `build_model` trains and
         `baton.load_model` rebuilds from an XP's config.yaml."""
         return build_compression_model(cfg.model)
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The loop's keys, and `evaluate.metrics`: known names whose packages are installed."""
+        super().check_config(cfg)
+        cls.metric_suite(cfg)
+
+    @classmethod
+    def metric_suite(cls, cfg: Any, pool: Any = None, label: str = "") -> MetricSuite:
+        """The metrics of one bandwidth's evaluation (mel at the training loss's scales)."""
+        evaluate = cfg.evaluate
+        names = METRICS if evaluate.metrics is None else list(evaluate.metrics)
+        return MetricSuite(names, max_items=evaluate.metrics_items, pool=pool,
+                           options={"mel": {"scales": list(cfg.losses.mel_scales)}}, label=label)
 
     def build_model(self) -> None:
         self.model = self.build_model_from_config(self.cfg).to(self.device)
@@ -98,27 +114,33 @@ class CompressionSolver(StandardSolver):
         return metrics
 
     def evaluate(self) -> dict[str, float]:
-        """SI-SNR (dB, higher is better) and mel distance at each `evaluate.n_q`.
+        """`evaluate.metrics` at each `evaluate.n_q`, as `<metric>_<kbps>kbps`.
 
-        One pass over the test split: each batch is read once and coded at every bandwidth.
+        One pass over the test split: each batch is read once and coded at every bandwidth. The
+        costly metrics score the first `evaluate.metrics_items` items, in
+        `evaluate.metrics_workers` processes while the next batches are coded.
         """
         n_qs = list(self.cfg.evaluate.n_q or [None])
-        averages = {n_q: Averager() for n_q in n_qs}
-        for _, batch in self.loader_batches(self.dataloaders["evaluate"]):
-            batch = batch.to(self.device)
-            for n_q in n_qs:
-                with self.autocast():
-                    y = self.model(batch.wav, n_q=n_q).y.float()
-                averages[n_q].update(
-                    {"si_snr": si_snr(y, batch.wav, batch.lengths).mean(),
-                     "mel": self.mel(y, batch.wav, batch.lengths)},
-                    count=len(batch),
-                )
-        results: dict[str, float] = {}
-        for n_q, average in averages.items():
-            suffix = "" if n_q is None else f"_{self.model.bandwidth(n_q):g}kbps"
-            results.update({f"{key}{suffix}": value for key, value in average.result().items()})
+        pool = worker_pool(int(self.cfg.evaluate.metrics_workers))
+        try:
+            suites = {n_q: self.metric_suite(self.cfg, pool, self.bandwidth_label(n_q)) for n_q in n_qs}
+            for _, batch in self.loader_batches(self.dataloaders["evaluate"]):
+                batch = batch.to(self.device)
+                for n_q in n_qs:
+                    with self.autocast():
+                        y = self.model(batch.wav, n_q=n_q).y.float()
+                    suites[n_q].update(y, batch.wav, batch.lengths, self.model.sample_rate)
+            results: dict[str, float] = {}
+            for n_q, suite in suites.items():
+                suffix = "" if n_q is None else f"_{self.model.bandwidth(n_q):g}kbps"
+                results.update({f"{key}{suffix}": value for key, value in suite.result().items()})
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         return results
+
+    def bandwidth_label(self, n_q: int | None) -> str:
+        return f"at {self.model.bandwidth(n_q):g} kbps"
 
     def generate(self) -> dict[str, float]:
         """Write original/reconstructed pairs of the first `generate.num_samples` test items

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,35 @@ def test_fewer_items_than_one_batch_is_one_line_naming_the_numbers(env: Path) ->
     assert "\n" not in message
     assert "3 item(s) give 3 per rank on 1 rank(s), fewer than one batch of 8 per rank" in message
     assert "set dataset.batch_size to 3 or less, set dataset.drop_last=false" in message
+
+
+def test_evaluate_metrics_from_the_command_line_reach_the_results_and_info(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from baton.__main__ import main
+
+    args = ["run", *SHORT, "optim.epochs=1", "optim.updates_per_epoch=2", "evaluate.n_q=[1,4]",
+            "evaluate.metrics=[si_snr,visqol,pesq,stoi]", "evaluate.metrics_items=3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    names = [f"{metric}_{kbps}kbps" for metric in ("si_snr", "visqol", "pesq", "stoi") for kbps in (8, 32)]
+    assert all(name in printed for name in names)
+    (history_file,) = (env / "xps" / "xps").glob("*/history.jsonl")
+    evaluated = json.loads(history_file.read_text().splitlines()[-1])["evaluate"]
+    assert sorted(evaluated) == sorted(names)  # mel is not listed, so not scored
+    assert 1.0 <= evaluated["visqol_32kbps"] <= 5.0 and 1.0 <= evaluated["pesq_32kbps"] <= 4.65
+    assert 0.0 <= evaluated["stoi_32kbps"] <= 1.0
+
+    assert main(["info", "-m", history_file.parent.name]) == 0
+    table = capsys.readouterr().out
+    assert "visqol_32kbps" in table and "pesq_8kbps" in table
+
+
+def test_an_unknown_or_missing_metric_is_refused_before_the_run(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    with pytest.raises(ConfigError, match=r"unknown metric name 'visqoll' \(did you mean 'visqol'\?\)"):
+        CompressionSolver.check_config(compose([*SHORT, "evaluate.metrics=[si_snr,visqoll]"]))
+    monkeypatch.setitem(sys.modules, "pesq", None)
+    with pytest.raises(ConfigError, match=r"pip install 'baton\[pesq\]'$"):
+        CompressionSolver.check_config(compose([*SHORT, "evaluate.metrics=[pesq]"]))
