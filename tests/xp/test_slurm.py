@@ -78,6 +78,11 @@ def test_a_preempted_job_is_requeued_and_resumes_exactly(tmp_path: Path) -> None
     # Released only once the old instance has exited and the job waits again: released while it
     # still completes, SLURM marks the job FAILED instead of starting it again (seen 1 in 2).
     wait_until(lambda: job_field(job, "JobState") == "PENDING", what="the requeued job to wait")
+    # Started again within the second its old instance's credential was revoked, slurmd kills
+    # the job ("Killing non-startable batch job: Job credential revoked": it compares the two at
+    # one-second resolution; seen 3 in 20). The revocation came before the requeue counted, so
+    # 1.5 s after that count the clock is past its second. A real cluster's delay is far longer.
+    time.sleep(1.5)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     wait_until(lambda: ended(folder), what="the requeued job")
     assert json.loads((folder / ".exit.json").read_text())["status"] == "done"
