@@ -30,17 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from baton.errors import UserError
     from baton.xp.check_resume import check_resume, parse_at
-    from baton.xp.commands.common import console
-    from baton.xp.launch import replay_overrides
+    from baton.xp.commands.common import console, run_overrides
     from baton.xp.local_distributed import nproc_for
 
-    if args.nproc is not None and not args.distrib:
-        raise UserError("--nproc goes with -d: baton check-resume -d --nproc N ...")
-    overrides = list(args.overrides)
-    if args.sig:
-        overrides = replay_overrides(args.sig, overrides, args.config_dir)
+    overrides = run_overrides(args, "check-resume")
     out = console()
     nproc = nproc_for(args.nproc, "cuda") if args.distrib else 1  # without --nproc: one per GPU
     check = check_resume(

@@ -26,6 +26,20 @@ def add_config_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_overrides(args: argparse.Namespace, command: str) -> list[str]:
+    """The overrides a run-like command trains with: `-f SIG`'s stored ones, then those typed
+    after it (rightmost wins). `--nproc` without `-d` is refused here, for every such command."""
+    from baton.errors import UserError
+    from baton.xp.launch import replay_overrides
+
+    if args.nproc is not None and not args.distrib:
+        raise UserError(f"--nproc goes with -d: baton {command} -d --nproc N ...")
+    overrides = list(args.overrides)
+    if args.sig:
+        overrides = replay_overrides(args.sig, overrides, args.config_dir)
+    return overrides
+
+
 def console() -> Any:
     """A rich console; when output goes to a file or pipe, wide enough that tables keep whole
     signatures and deltas instead of folding them at 80 columns. A closed pipe ends the command

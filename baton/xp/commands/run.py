@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from baton.errors import UserError
-from baton.xp.commands.common import add_config_dir
+from baton.xp.commands.common import add_config_dir, run_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +38,9 @@ def main(args: argparse.Namespace) -> int:
     from baton.config.signature import format_delta
     from baton.xp import status as st
     from baton.xp.folder import XPFolder
-    from baton.xp.launch import replay_overrides, run_xp
+    from baton.xp.launch import run_xp
 
-    if args.nproc is not None and not args.distrib:
-        raise UserError("--nproc goes with -d: baton run -d --nproc N ...")
-    overrides = list(args.overrides)
-    if args.sig:
-        overrides = replay_overrides(args.sig, overrides, args.config_dir)
+    overrides = run_overrides(args, "run")
     xp = compose_xp(overrides, args.config_dir)
     folder = XPFolder(xp.folder)
     if args.dry_run:
