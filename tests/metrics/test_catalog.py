@@ -50,7 +50,13 @@ def direct(name: str, estimate: np.ndarray, reference: np.ndarray, rate: int) ->
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_PAIRS))
+# ViSQOL (audio mode, 48 kHz) and the speaker encoder take 15-20 s of CPU each: `make test-slow`.
+COSTLY = {"visqol", "speaker_sim"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in COSTLY else name for name in sorted(KNOWN_PAIRS)]
+)
 def test_ceiling_noise_and_the_package_value(name: str) -> None:
     rate, ceiling, tolerance, noisy_below = KNOWN_PAIRS[name]
     reference = voiced(1.5, rate)

@@ -143,7 +143,9 @@ def final(folder: Path) -> dict:
     return {"state": data["state"]["registered"], "history": (folder / "history.jsonl").read_bytes()}
 
 
-@pytest.mark.parametrize("cache", [False, True], ids=["on the fly", "cropped from the cache"])
+# Encoded on the fly, the same resume with the codec in the loop: in `make test-slow`.
+@pytest.mark.parametrize("cache", [pytest.param(False, marks=pytest.mark.slow), True],
+                         ids=["on the fly", "cropped from the cache"])
 def test_an_lm_killed_mid_epoch_resumes_bit_exact(env: Path, codec: str, cache: bool) -> None:
     """Two XPs that differ only by their label train alike; one is killed and run again."""
     straight = final(run_lm(codec, "straight", cache))
