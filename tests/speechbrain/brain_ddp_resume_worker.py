@@ -48,10 +48,16 @@ if __name__ == "__main__":
                        hparams={"stop_at": stop_at}, checkpointer=checkpointer,
                        run_opts={"noprogressbar": True, "ckpt_interval_steps": 3, "output_folder": str(folder)})
     brain.losses = []
-    brain.fit(counter, data(64, 1), data(15, 2), train_loader_kwargs={"batch_size": 4, "shuffle": True},
-              valid_loader_kwargs={"batch_size": 4})
-    brain.evaluate(data(15, 2), min_key="loss", test_loader_kwargs={"batch_size": 4})
-    brain.checkpointer.save_checkpoint(name="latest")  # the recipe's own save: rank 0 writes, alone
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"weights": weights, "losses": brain.losses}, folder / f"rank{distrib.rank()}.pt")
-    distrib.shutdown()
+    try:
+        brain.fit(counter, data(64, 1), data(15, 2), train_loader_kwargs={"batch_size": 4, "shuffle": True},
+                  valid_loader_kwargs={"batch_size": 4})
+        brain.evaluate(data(15, 2), min_key="loss", test_loader_kwargs={"batch_size": 4})
+        brain.checkpointer.save_checkpoint(name="latest")  # the recipe's own save: rank 0 writes, alone
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({"weights": weights, "losses": brain.losses}, folder / f"rank{distrib.rank()}.pt")
+    finally:
+        # Stopped by SIGTERM too (the ranks agreed on the stop, so the barrier returns): exiting
+        # with gloo still up aborted rank 1 once in a slow suite (SIGABRT, "terminate called
+        # without an active exception"), as ddp_worker's ranks did before they left this way.
+        del brain
+        distrib.shutdown()
