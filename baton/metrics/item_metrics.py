@@ -24,6 +24,7 @@ import torch
 from ..data.audio import resample
 from ..errors import ConfigError, DataError
 from ..registry import Registry
+from .audio import _as_bct
 
 METRICS = Registry("metric", ("baton.metrics.catalog",), noun="name")
 register_metric = METRICS.register
@@ -134,11 +135,3 @@ def build_metric(name: str, options: Mapping[str, Any] | None = None, where: str
 def metric_names() -> list[str]:
     """Every registered metric name (baton's and a project's)."""
     return METRICS.names()
-
-
-def _as_bct(wav: torch.Tensor) -> torch.Tensor:
-    if wav.dim() == 2:
-        return wav[:, None]
-    if wav.dim() != 3:
-        raise ValueError(f"expected [batch, time] or [batch, channels, time], got shape {tuple(wav.shape)}")
-    return wav
