@@ -14,27 +14,29 @@ separate copy, not a hard link: writing into `checkpoint.th` in place (`cp other
 checkpoint.th`) must not silently change a kept file too. Old kept files are pruned only after
 the new one is complete.
 
-Reading never runs code from the file: checkpoints load with `torch.load(weights_only=True)`,
-which unpickles tensors, containers and plain values only. A file that needs more (a pickled
-class of some solver, or a crafted pickle) is refused with `UnsafeCheckpointError` unless the
-caller says it trusts the file (`trusted=True`: `checkpoint.trusted=true`, `--trust`).
+An FSDP run's sharded tensors are written by every rank into `shards/<name>/` through
+torch.distributed.checkpoint; its checkpoint.th (the commit point, written last) holds the rest
+and names that folder under "shards" (see `baton.sharded`).
+
+Reading never runs code from the file: every read goes through `baton.safe_load.load_file`
+(weights_only, with a one-line refusal) unless the caller trusts the file (`trusted=True`:
+`checkpoint.trusted=true`, `--trust`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import pickle
 import re
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, TypedDict
 
 import torch
 
+from . import distrib
 from .atomic import atomic_write, remove_stale_temporaries
 from .errors import CheckpointError, UnsafeCheckpointError, write_failure
+from .safe_load import load_file
 from .stateful import copy_state
 
 logger = logging.getLogger(__name__)
@@ -131,137 +133,6 @@ def read_checkpoint(
     return _upgrade(data)
 
 
-TRUST_HINT = "load it with --trust (baton info/export) or checkpoint.trusted=true (baton run)"
-
-
-def load_file(path: str | Path, *, trusted: bool = False, trust_hint: str = TRUST_HINT) -> Any:
-    """`torch.load` one file onto the CPU, refusing anything that could run code from it.
-
-    Every reader of checkpoint files goes through here, so all of them refuse a crafted pickle
-    the same way and report a damaged file on one line that names it.
-
-    Args:
-        trusted: unpickle anything the file holds (`weights_only=False`). Only for files from a
-            trusted source: a crafted pickle runs arbitrary code when loaded this way.
-        trust_hint: how a caller's user says they trust the file, ending the refusal message
-            ("pass Checkpointer(..., trusted=True)"); baton's CLI options by default.
-    Raises:
-        UnsafeCheckpointError: without `trusted`, the file holds more than tensors and plain
-            values (nothing of it was run).
-        CheckpointError: a missing, truncated or unreadable file.
-    """
-    path = Path(path)
-    wanted = None if trusted else _plain_pickle_global(path)
-    if wanted is not None:  # refused before torch sees it (torch would only call it damaged)
-        raise UnsafeCheckpointError(
-            f"checkpoint {path} is refused: loading it needs {wanted}, and unpickling that "
-            f"could run arbitrary code; only if you trust the file, {trust_hint}"
-        )
-    try:
-        return _load(path, trusted)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except pickle.UnpicklingError as exc:
-        wanted = None if trusted else _refused_global(str(exc))
-        if wanted is not None:
-            raise UnsafeCheckpointError(
-                f"checkpoint {path} is refused: loading it needs {wanted}, and unpickling that "
-                f"could run arbitrary code; only if you trust the file, {trust_hint}"
-            ) from None
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupt: {_pickle_problem(exc)})"
-        ) from None
-    except Exception as exc:  # torch raises several types for a truncated zip
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupt: {_first_line(exc)})"
-        ) from None
-
-
-def _load(path: Path, trusted: bool) -> Any:
-    if trusted:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    with _legacy_globals(), warnings.catch_warnings():
-        # torch warns about a file's pickle protocol before refusing it: the refusal (one line,
-        # ours) is what the user must read first.
-        warnings.filterwarnings("ignore", module=r"torch\._weights_only_unpickler")
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _plain_pickle_global(path: Path) -> str | None:
-    """The first function or class a plain (not zip) pickle file asks for, read from its opcodes
-    without running any: 'posix.system' for a crafted file. torch's own files are zip archives
-    (legacy ones start with a magic-number pickle, which names nothing); None for those, and for
-    files that are no pickle at all (the load then reports them damaged)."""
-    import pickletools
-    import zipfile
-
-    try:
-        if zipfile.is_zipfile(path):
-            return None
-        with open(path, "rb") as handle:
-            strings: list[str] = []
-            for opcode, arg, _ in pickletools.genops(handle):
-                if opcode.name in ("GLOBAL", "INST"):
-                    return str(arg).replace(" ", ".")
-                if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    return f"{strings[-2]}.{strings[-1]}"
-                if isinstance(arg, str):
-                    strings.append(arg)
-    except (OSError, ValueError, EOFError):  # unreadable, or not a pickle: torch says so
-        return None
-    return None
-
-
-def _legacy_globals() -> contextlib.AbstractContextManager[Any]:
-    """Allow what checkpoints written before baton stored RNG states as tensors hold: numpy's
-    RNG state as a uint32 ndarray. Rebuilding an array runs no code of the file's choosing
-    (the same three globals torch's docs suggest for numpy arrays), so old XPs resume as before.
-    Scoped to one load: nothing is added to torch's process-wide allowlist."""
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
-    if safe_globals is None:  # torch < 2.5: such old files need trusted=True
-        return contextlib.nullcontext()
-    import numpy as np
-
-    reconstruct = np.ndarray(0).__reduce__()[0]  # numpy.(_)core.multiarray._reconstruct
-    return safe_globals(
-        [
-            (reconstruct, "numpy.core.multiarray._reconstruct"),
-            (reconstruct, "numpy._core.multiarray._reconstruct"),
-            np.ndarray,
-            np.dtype,
-            type(np.dtype(np.uint32)),  # numpy.dtypes.UInt32DType on numpy >= 1.25
-        ]
-    )
-
-
-def _refused_global(message: str) -> str | None:
-    """The function or class a pickle asked for and weights_only refused, out of torch's
-    many-line message; None when the pickle is simply damaged (e.g. an unknown opcode)."""
-    patterns = (
-        r"GLOBAL (\S+) was not an allowed global",
-        r"unrecognized function (.+?)(?: which belongs|$)",
-        r"but got <class '([^']+)'>",
-        r"GLOBAL (\S+) whose module \S+ is blocked",
-    )
-    for pattern in patterns:
-        found = re.search(pattern, message, re.MULTILINE)
-        if found:
-            return found.group(1).strip()
-    return None
-
-
-def _pickle_problem(exc: BaseException) -> str:
-    """The unpickler's own complaint: the last line of torch's wrapper message, not its first."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reasons = [line for line in lines if not line.startswith(("Weights only", "Check the doc"))]
-    return reasons[-1] if reasons else _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def kept_epochs(folder: Path) -> list[int]:
     """Epochs of the kept checkpoints in `folder`, oldest first."""
     if not Path(folder).is_dir():
@@ -323,6 +194,38 @@ class CheckpointManager:
         )
         self._thread.start()
 
+    def save_sharded(self, state: dict[str, Any], epoch: int, *, end_of_epoch: bool, update: int) -> None:
+        """Write a state holding sharded tensors: every rank writes its shards, then rank 0
+        commits checkpoint.th naming their folder. Collective; synchronous (a background save
+        of shards is not offered)."""
+        from .sharded import new_folder_name, split, write_shards
+
+        self.wait()
+        skeleton, tensors = split(state)
+        where = write_shards(tensors, self.folder, new_folder_name(update))
+        if distrib.is_rank_zero():
+            keep = end_of_epoch and self._should_keep(epoch)
+            payload = {"format": FORMAT, "version": VERSION, "sig": self.sig, "solver": self.solver,
+                       "epoch": epoch, "shards": where, "state": skeleton}
+            self._write(payload, epoch if keep else None)
+            self._prune_shards()
+        distrib.barrier()  # no rank runs ahead of the commit (a kill then loses nothing it saw saved)
+
+    def _prune_shards(self) -> None:
+        from .sharded import SHARDS, prune_shards
+
+        if not (self.folder / SHARDS).is_dir():
+            return
+        named = set()
+        for path in [self.latest, *(self.folder / kept_name(e) for e in kept_epochs(self.folder))]:
+            try:
+                named.add(str(load_file(path, trusted=self.trusted).get("shards")))
+            except UnsafeCheckpointError:
+                return  # it may name a folder, to be loaded with --trust: remove nothing
+            except (CheckpointError, AttributeError):
+                continue  # unreadable: it names nothing that can be loaded
+        prune_shards(self.folder, named)
+
     def _write_in_background(self, payload: dict[str, Any], keep_epoch: int | None) -> None:
         try:
             self._write(payload, keep_epoch)
@@ -365,11 +268,18 @@ class CheckpointManager:
             (self.folder / kept_name(epoch)).unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> None:
-        """Drop temporary files left by a process killed mid-write (never a complete file)."""
+        """Drop temporary files left by a process killed mid-write (never a complete file), and
+        shard folders no checkpoint names (a kill before the commit)."""
         remove_stale_temporaries(self.folder, "checkpoint*")
+        if distrib.is_rank_zero():
+            self._prune_shards()
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self, twin: Any = None) -> dict[str, Any] | None:
         """The newest readable checkpoint of this XP, or None when there is none at all.
+
+        A sharded checkpoint's tensors are read into `twin(path)`'s layout where it gives a
+        tensor (a live DTensor: each rank reads its shard; collective), else whole, with no
+        process group (see `baton.sharded.read_shards`).
 
         A truncated or foreign latest file is reported on one line and the newest kept
         checkpoint is used instead. A refused one (unsafe to unpickle) is not skipped: going
@@ -387,6 +297,10 @@ class CheckpointManager:
         for path in candidates:
             try:
                 data = read_checkpoint(path, self.sig, trusted=self.trusted, expected_solver=self.solver)
+                if data.get("shards") is not None:
+                    from .sharded import read_shards
+
+                    data["state"] = read_shards(data["state"], self.folder, str(data["shards"]), twin=twin, source=str(path))
             except UnsafeCheckpointError:
                 raise
             except CheckpointError as exc:

@@ -48,6 +48,14 @@ class ModuleEMA:
         self.modules[name] = module
         self.averages[name] = {k: self._fresh(v) for k, v in module.state_dict().items()}
 
+    def restart(self) -> None:
+        """Take the averages afresh from the modules, before the first update: after the engine
+        sharded them (FSDP), the averages become shards too."""
+        if self.num_updates:
+            raise ValueError("the EMA cannot restart after it averaged updates")
+        self.averages = {name: {k: self._fresh(v) for k, v in module.state_dict().items()}
+                         for name, module in self.modules.items()}
+
     @torch.no_grad()
     def update(self) -> None:
         self.num_updates += 1

@@ -36,16 +36,39 @@ from torch.nn.parallel import DistributedDataParallel
 from ..errors import NonFiniteLossError
 
 
+def syncs_gradients(module: nn.Module) -> bool:
+    """Whether `module` reduces gradients across ranks in its backward: DDP, or FSDP2 (a module
+    `fully_shard` changed in place, recognised without importing FSDP)."""
+    return isinstance(module, DistributedDataParallel) or hasattr(module, "set_requires_gradient_sync")
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(module: Any) -> Iterator[None]:
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
 def held_sync(modules: Iterable[nn.Module], hold: bool = True) -> contextlib.ExitStack:
-    """A context that holds back the gradient all-reduce of every DDP module in `modules` (the
-    micro-batches of an update but its last). DDP decides in the forward whether the backward
-    reduces, so the context must hold both."""
+    """A context that holds back the gradient reduction of every DDP or FSDP module in
+    `modules` (the micro-batches of an update but its last). DDP decides in the forward whether
+    the backward reduces, so the context must hold both."""
     stack = contextlib.ExitStack()
     if hold:
         for module in modules:
             if isinstance(module, DistributedDataParallel):
                 stack.enter_context(module.no_sync())
+            elif syncs_gradients(module):
+                stack.enter_context(_fsdp_no_sync(module))
     return stack
+
+
+def whole(norm: torch.Tensor) -> torch.Tensor:
+    """A norm over sharded gradients (a DTensor under FSDP) as a plain tensor, alike on every rank."""
+    full = getattr(norm, "full_tensor", None)
+    return full() if full is not None else norm
 
 
 class OptimizerGroup:
@@ -117,8 +140,8 @@ class GradientStepper:
 
     @property
     def wraps_ddp(self) -> bool:
-        """Whether `micro_batch()` has any gradient sync to hold back."""
-        return any(isinstance(module, DistributedDataParallel) for module in self.modules)
+        """Whether `micro_batch()` has any gradient sync to hold back (DDP or FSDP)."""
+        return any(syncs_gradients(module) for module in self.modules)
 
     @contextlib.contextmanager
     def micro_batch(self) -> Iterator[None]:
@@ -166,7 +189,7 @@ class GradientStepper:
             self.scaler.unscale_(self.optimizer)
         norm = None
         if self.max_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self._params(), self.max_norm)
+            norm = whole(torch.nn.utils.clip_grad_norm_(self._params(), self.max_norm))
             metrics[self.prefix + "grad_norm"] = norm
         if self._nonfinite_update(norm):
             self.optimizer.zero_grad(set_to_none=True)
@@ -201,7 +224,7 @@ class GradientStepper:
         if self.wraps_ddp or self.skip_nonfinite_grads:  # the reduced gradients decide, alike on every rank
             if norm is None:
                 grads = [p.grad for p in self._params() if p.grad is not None]
-                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
+                norm = whole(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else None
             bad = norm is not None and not math.isfinite(norm.item())
         if not bad:
             self.nonfinite_in_a_row = 0

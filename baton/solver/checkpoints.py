@@ -9,19 +9,68 @@ from __future__ import annotations
 
 import logging
 import shutil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .. import distrib
 from ..checkpoint import CheckpointManager
 from ..errors import CheckpointError, UserError
+from ..sharded import holds_shards
+from . import fsdp
 from .loop_state import load_solver_state, solver_state
 
 if TYPE_CHECKING:
     from .core import SolverCore
 
 logger = logging.getLogger("baton.solver")
+
+
+class LiveLayout:
+    """Where each saved tensor goes in the running solver, for a checkpoint written on another
+    world size or strategy: sharded entries load straight into shards of the live layout (each
+    rank reads its own), and whole tensors of a single-file checkpoint are cut to this rank's
+    shard where the live entry is sharded (FSDP). Built on first use; nothing to do without FSDP
+    on either side."""
+
+    def __init__(self, solver: SolverCore) -> None:
+        self.solver = solver
+        self._live: dict[str, Any] | None = None
+
+    @property
+    def live(self) -> dict[str, Any]:
+        if self._live is None:
+            solver = self.solver
+            # Optimizer state is created at the first step; a sharded one needs a place now.
+            fsdp.init_optimizer_state(fsdp.torch_optimizers([solver.stateful.get(n) for n in solver.stateful]
+                                                             + solver.steppers()))
+            self._live = dict(solver_state(solver, collective=False))
+        return self._live
+
+    def at(self, path: tuple[Any, ...]) -> Any:
+        """The live value at a saved state's `path`: a best state's entry mirrors the live
+        registered state of the same name."""
+        if len(path) >= 4 and path[:2] == ("best", "states"):
+            path = ("registered", *path[3:])
+        value: Any = self.live
+        for key in path:
+            try:
+                value = value[key]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return value
+
+    def twin(self, path: tuple[Any, ...]) -> Any:
+        return self.at(path)
+
+    def shard_like(self, state: Any) -> Any:
+        if not any(fsdp.is_sharded(m) for m in self.solver.registered_modules().values()):
+            return state
+        best = state.get("best") or {}
+        mirror = dict(self.live)
+        mirror["best"] = {**best, "states": {metric: {name: self.at(("registered", name)) for name in states}
+                                             for metric, states in (best.get("states") or {}).items()}}
+        return fsdp.shard_like(state, mirror)
 
 
 class SolverCheckpoints:
@@ -56,20 +105,24 @@ class SolverCheckpoints:
         if not solver.settings.save:
             return
         state = solver_state(solver)
-        if distrib.is_rank_zero():
-            self.files.save(dict(state), solver.loop_state.epoch - 1, end_of_epoch=end_of_epoch)
+        epoch = solver.loop_state.epoch - 1
+        if holds_shards(state):  # FSDP: every rank writes its shards
+            self.files.save_sharded(dict(state), epoch, end_of_epoch=end_of_epoch, update=solver.loop_state.update_count)
+        elif distrib.is_rank_zero():
+            self.files.save(dict(state), epoch, end_of_epoch=end_of_epoch)
 
     def restore(self) -> bool:
         """Load the XP's newest usable checkpoint. Returns False when starting afresh."""
         solver = self.solver
         self.files.remove_stale_temporaries()
-        data = self.files.load()
+        live = LiveLayout(solver)
+        data = self.files.load(twin=live.twin)
         if data is None:
             self.continue_from()
             self.check_room()
             return False
         try:
-            load_solver_state(solver, data["state"])
+            load_solver_state(solver, live.shard_like(data["state"]))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
             # load_state_dict's first line is a header ("Error(s) in loading ...:"): name the first problem

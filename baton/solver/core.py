@@ -9,6 +9,7 @@ checkpointed, by name), `best` (best states per metric), `checkpoints` (saving, 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..optim.amp import autocast, check_autocast, make_grad_scaler
 from ..optim.ema import ModuleEMA
 from ..optim.stepper import GradientStepper
 from ..stateful import StateRegistry, seed_everything, unwrap
-from . import ddp
+from . import ddp, fsdp
 from .best import BestStates, swapped_in
 from .cadence import Cadence
 from .checkpoints import SolverCheckpoints
@@ -41,6 +42,8 @@ from .stage import Stage
 
 if TYPE_CHECKING:
     from .loop import UpdateObserver
+
+logger = logging.getLogger("baton.solver")
 
 _CONFIG_NORM = object()  # make_stepper's default: clip at optim.max_norm
 _NO_AUTOCAST = contextlib.nullcontext()
@@ -227,6 +230,12 @@ class SolverCore:
         """Context: run the block with the best state for `metric` (`best_metric` when None)."""
         return swapped_in(self.stateful, self.best.state(metric))
 
+    def gathered(self) -> Any:
+        """Context for evaluation under FSDP: every module's full weights, so any of its methods
+        may run (not only `forward`). Enter it inside a best/EMA swap: weights loaded while
+        gathered would be lost. A no-op without FSDP."""
+        return fsdp.gathered(list(self.registered_modules().values()))
+
     @contextmanager
     def swap_ema_state(self) -> Iterator[None]:
         if self.ema is None:
@@ -314,7 +323,9 @@ class SolverCore:
         if self.settings.compile:
             for module in self.registered_modules().values():
                 unwrap(module).compile()  # in place: state_dict keys stay plain
-        if distrib.world_size() > 1:
+        if distrib.world_size() > 1 and self.settings.strategy == "fsdp":
+            self._shard()
+        elif distrib.world_size() > 1:
             s = self.settings
             wrappers = ddp.wrap_trainable(
                 self.registered_modules(), self.device,
@@ -323,6 +334,22 @@ class SolverCore:
             for name, wrapper in wrappers.items():
                 self.replace_module(name, wrapper)
             ddp.rewire_steppers(self.steppers(), wrappers)
+
+    def _shard(self) -> None:
+        """FSDP2 in place of DDP (see `fsdp`): the modules stay where they are, their parameters
+        become shards, so the optimizers and the EMA are pointed at the shards."""
+        s, modules = self.settings, self.registered_modules()
+        owners = fsdp.parameter_owners(modules.values())
+        sharded = fsdp.shard_trainable(
+            modules, blocks=s.fsdp_blocks, policy=fsdp.mixed_precision(s.autocast, s.autocast_dtype),
+            reshard_after_forward=s.fsdp_reshard_after_forward,
+        )
+        values = [self.stateful.get(n) for n in self.stateful] + self.steppers()
+        fsdp.repoint_optimizers(fsdp.torch_optimizers(values), owners)
+        if self.ema is not None:
+            self.ema.restart()
+        logger.info("FSDP: %s sharded over %d ranks%s", ", ".join(sharded), distrib.world_size(),
+                    f" (blocks: {', '.join(s.fsdp_blocks)})" if s.fsdp_blocks else "")
 
     def close(self) -> None:
         """Wait for a background save, then close the log and TensorBoard files."""

@@ -363,7 +363,7 @@ class ExtensibleSolver(StandardSolver):
     # ----------------------------------------------------------------- valid, evaluate, generate
     def valid(self) -> dict[str, float]:
         """Every step's losses without gradient, then the evaluators due this epoch."""
-        with self.swap_ema_state():
+        with self.swap_ema_state(), self.gathered():
             evaluators = [e for e in self.graph.evaluators if self.should_run_every(e.every)]
             batches = self.loader_batches(self.dataloaders["valid"], self.settings.valid_num_samples)
             return self.measure(batches, losses=True, evaluators=evaluators)

@@ -334,7 +334,7 @@ class BaseSolver(SolverCore):
         """
         if not self.history:
             self.restore()
-        with self.swap_best_state(best):
+        with self.swap_best_state(best), self.gathered():
             metrics = self.run_stage(Stage.EVALUATE, run_stage, name=name, epoch=len(self.history) or None)
         if self.history:
             self.history[-1][name] = metrics

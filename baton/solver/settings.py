@@ -64,6 +64,9 @@ class LoopSettings:
     trusted_checkpoints: bool
     find_unused_parameters: bool
     broadcast_buffers: bool
+    strategy: str = "ddp"  # ddp | fsdp: how several ranks hold the model
+    fsdp_blocks: tuple[str, ...] = ()
+    fsdp_reshard_after_forward: bool = True
 
     @classmethod
     def from_config(cls, cfg: Any) -> LoopSettings:
@@ -105,7 +108,15 @@ class LoopSettings:
             trusted_checkpoints=bool(ckpt.trusted),
             find_unused_parameters=bool(cfg.distributed.find_unused_parameters),
             broadcast_buffers=bool(cfg.distributed.broadcast_buffers),
+            strategy=_choice(cfg.distributed.get("strategy", "ddp"), "distributed.strategy", ("ddp", "fsdp")),
+            fsdp_blocks=tuple(str(b) for b in (cfg.distributed.get("fsdp") or {}).get("blocks") or ()),
+            fsdp_reshard_after_forward=bool((cfg.distributed.get("fsdp") or {}).get("reshard_after_forward", True)),
         )
+        if settings.strategy == "fsdp" and settings.autocast and settings.autocast_dtype != "bfloat16":
+            raise ConfigError(
+                f"distributed.strategy=fsdp with autocast_dtype={settings.autocast_dtype}: float16 needs loss "
+                "scaling over sharded gradients, which baton does not do; use autocast_dtype=bfloat16"
+            )
         if settings.save_every_seconds < 0:
             raise ConfigError(f"checkpoint.every_seconds={ckpt.every_seconds}; use null or a positive number")
         return settings

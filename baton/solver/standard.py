@@ -64,7 +64,7 @@ class StandardSolver(BaseSolver):
 
     def _with_best(self, stage_fn: Callable[[], dict[str, float]]) -> Callable[[], dict[str, float]]:
         def run() -> dict[str, float]:
-            with self.swap_best_state():
+            with self.swap_best_state(), self.gathered():
                 return stage_fn()
 
         return run
@@ -86,7 +86,7 @@ class StandardSolver(BaseSolver):
         return self.common_train_valid(Stage.TRAIN)
 
     def valid(self) -> dict[str, float]:
-        with self.swap_ema_state():
+        with self.swap_ema_state(), self.gathered():
             return self.common_train_valid(Stage.VALID)
 
     def common_train_valid(self, stage: Stage | str) -> dict[str, float]:

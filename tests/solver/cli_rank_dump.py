@@ -1,7 +1,7 @@
 """`python -m tests.solver.cli_rank_dump DUMP_DIR ARGS...`: the real `baton` CLI, where every rank
 also saves its trained weights when its solver closes.
 
-Only rank 0 writes checkpoints, and the DDP tests must compare the ranks' models, so this
+Only rank 0 writes checkpoints (or each rank its shards), and the DDP and FSDP tests must compare the ranks' models, so this
 instrumentation adds one file per rank (`DUMP_DIR/rank<k>.pt`); everything else is `baton`.
 """
 
@@ -14,6 +14,7 @@ import torch
 
 from baton import distrib
 from baton.__main__ import main
+from baton.solver.fsdp import full_tensors
 from baton.solver.loop import BaseSolver
 from baton.stateful import unwrap
 
@@ -21,7 +22,8 @@ _close = BaseSolver.close
 
 
 def close_and_dump(self: BaseSolver) -> None:
-    weights = {name: unwrap(module).state_dict() for name, module in self.registered_modules().items()}
+    # Whole tensors under FSDP (gathered: every rank closes its solver, so all of them join).
+    weights = {name: full_tensors(unwrap(module).state_dict()) for name, module in self.registered_modules().items()}
     wrapped = {name: type(module).__name__ for name, module in self.registered_modules().items()}
     torch.save({"weights": weights, "wrapped": wrapped}, Path(sys.argv[1]) / f"rank{distrib.rank()}.pt")
     _close(self)
