@@ -24,6 +24,7 @@ Why it stays safe:
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -31,6 +32,7 @@ import os
 import pickle
 import secrets
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ import torch
 
 from . import distrib
 from .atomic import fsync_dir
-from .errors import CheckpointError, UnsafeCheckpointError, write_failure
+from .errors import CheckpointError, UnsafeCheckpointError, mount_point, write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +128,7 @@ def write_shards(tensors: Mapping[str, torch.Tensor], xp_folder: Path, name: str
         CheckpointError: the write failed (disk full, permissions); nothing refers to the folder.
     """
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 
     shards = Path(xp_folder) / SHARDS
     temporary, final = shards / f".{name}.tmp", shards / name
@@ -135,11 +138,15 @@ def write_shards(tensors: Mapping[str, torch.Tensor], xp_folder: Path, name: str
         distrib.barrier()
         dcp.save(dict(tensors), storage_writer=dcp.FileSystemWriter(temporary, sync_files=True))
         failed = None
-    except (OSError, RuntimeError) as exc:  # every rank raises alike: DCP gathers the failures
-        failed = exc
+    except (OSError, RuntimeError, CheckpointException) as exc:  # every rank alike: DCP gathers failures
+        failed = _cause(exc)
     if failed is not None:
+        why = _why(failed, shards, tensors)  # before the partial folder is removed: a full disk still shows
+        distrib.barrier()  # every rank failed alike (DCP gathers failures): all have looked
+        if distrib.is_rank_zero():
+            shutil.rmtree(temporary, ignore_errors=True)
         raise CheckpointError(
-            f"cannot write sharded checkpoint {temporary}: {write_failure(failed, shards)}; "
+            f"cannot write sharded checkpoint {temporary}: {why}; "
             "the previous checkpoint is intact: fix that, then run again to resume from it"
         ) from None
     if distrib.is_rank_zero():
@@ -148,6 +155,19 @@ def write_shards(tensors: Mapping[str, torch.Tensor], xp_folder: Path, name: str
         fsync_dir(shards)
     distrib.barrier()
     return f"{SHARDS}/{name}"
+
+
+def _why(exc: BaseException, folder: Path, tensors: Mapping[str, torch.Tensor]) -> str:
+    """`write_failure`'s words; a write that failed (DCP says 'unexpected pos', with no errno)
+    where less room is left than this rank's shards take is a full disk."""
+    if not (isinstance(exc, OSError) and exc.errno is not None):
+        needed = sum(t.to_local().numel() * t.element_size() for t in tensors.values())
+        try:
+            if shutil.disk_usage(folder).free < needed:
+                return f"{os.strerror(errno.ENOSPC)} ({mount_point(folder)})"
+        except OSError:
+            pass
+    return write_failure(exc, folder)
 
 
 def prune_shards(xp_folder: Path, keep: set[str]) -> None:
@@ -176,6 +196,7 @@ def read_shards(
         CheckpointError: the folder is missing, damaged or does not match the checkpoint file.
     """
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 
     folder = Path(xp_folder) / where
     if not (folder / ".metadata").is_file():
@@ -192,11 +213,14 @@ def read_shards(
         else:
             targets[placeholder[SHARD]] = torch.empty(shape, dtype=dtype)
     collective = any(is_dtensor(t) for t in targets.values())
+    SafeReader(folder).read_metadata()  # its refusal, on one line, before DCP wraps it in its own report
     try:
-        dcp.load(targets, storage_reader=SafeReader(folder), planner=SafePlanner(), no_dist=not collective)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(targets, storage_reader=SafeReader(folder), planner=SafePlanner(), no_dist=not collective)
     except (UnsafeCheckpointError, CheckpointError):
         raise
-    except Exception as exc:  # DCP wraps rank failures in CheckpointException
+    except (Exception, CheckpointException) as exc:  # DCP wraps rank failures in CheckpointException
         inner = _cause(exc)
         if isinstance(inner, (UnsafeCheckpointError, CheckpointError)):
             raise inner from None
@@ -215,7 +239,8 @@ def _cause(exc: BaseException) -> BaseException:
     """The first rank's own exception inside DCP's CheckpointException."""
     failures = getattr(exc, "failures", None)
     if isinstance(failures, Mapping) and failures:
-        first = next(iter(failures.values()))
+        first = next(iter(failures.values()))  # (exception, its stack summary)
+        first = first[0] if isinstance(first, tuple) and first else first
         return first if isinstance(first, BaseException) else exc
     return exc
 

@@ -68,6 +68,7 @@ from .hooks import (
     LoadHook,
     SaveHook,
     get_default_hook,
+    holds_shards,
     no_hook_error,
     torch_recovery,
     torch_save,
@@ -271,7 +272,8 @@ class Checkpointer:
     def _run_all_rank_savers(self, savers: Mapping[str, SaveHook]) -> None:
         """Off rank 0: join the savers that every rank must run, writing into a scratch folder
         (rank 0 writes the real files)."""
-        joined = {key: hook for key, hook in savers.items() if hook in SAVE_ON_ALL_RANKS}
+        joined = {key: hook for key, hook in savers.items()
+                  if hook in SAVE_ON_ALL_RANKS or (hook is torch_save and holds_shards(self.recoverables[key]))}
         if not joined:
             return
         with tempfile.TemporaryDirectory() as scratch:

@@ -13,6 +13,8 @@ import torch
 
 from ..checkpoint import load_file
 from ..errors import CheckpointError
+from ..sharded import is_dtensor
+from ..solver import fsdp
 
 logger = logging.getLogger("baton.checkpointer")
 
@@ -37,9 +39,24 @@ def _unwrap_module(obj: Any) -> Any:
             return obj
 
 
+def holds_shards(obj: Any) -> bool:
+    """Whether `obj` is sharded by FSDP (a module, or an optimizer over sharded parameters):
+    its file then holds whole tensors, gathered by every rank (see `torch_save`)."""
+    if isinstance(obj, torch.nn.Module):
+        return fsdp.is_sharded(obj)
+    if isinstance(obj, torch.optim.Optimizer):
+        return any(is_dtensor(p) for group in obj.param_groups for p in group["params"])
+    return False
+
+
 def torch_save(obj: Any, path: Path) -> None:
-    """Default save hook: `torch.save` of the object's `state_dict()`."""
-    torch.save(_unwrap_module(obj).state_dict(), path)
+    """Default save hook: `torch.save` of the object's `state_dict()`. A sharded object's state
+    is gathered into whole tensors first (collective: the Checkpointer runs this hook on every
+    rank for it), so its file is the same as one process writes, and loads on any world size."""
+    state = _unwrap_module(obj).state_dict()
+    if holds_shards(obj):
+        state = fsdp.full_tensors(state)
+    torch.save(state, path)
 
 
 def torch_recovery(
@@ -53,6 +70,10 @@ def torch_recovery(
     del end_of_epoch  # a state dict is the same at the end of an epoch or inside one
     state = load_file(path, trusted=trusted, trust_hint=TRUST_HINT)
     target = _unwrap_module(obj)
+    if holds_shards(target):  # whole tensors in the file: this rank takes its shard of each
+        if isinstance(target, torch.optim.Optimizer):
+            fsdp.init_optimizer_state([target])
+        state = fsdp.shard_like(state, target.state_dict())
     if not isinstance(target, torch.nn.Module):
         target.load_state_dict(state)
         return

@@ -64,6 +64,8 @@ RUN_OPT_DEFAULTS: dict[str, Any] = {
     "accumulation_remainder": "step",  # a short last accumulation group: step | drop
     "output_folder": None,  # where solver.log and history.jsonl go (hparams' output_folder)
     "trust_checkpoints": False,  # load checkpoints with full unpickling (only files you trust)
+    "distributed_strategy": "ddp",  # several ranks: ddp (a copy each) | fsdp (shards, FSDP2)
+    "fsdp_blocks": [],  # fsdp: class names of the blocks sharded as units of their own
 }
 
 PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
@@ -137,6 +139,8 @@ def brain_config(options: Mapping[str, Any], base: Any = None) -> Any:
     cfg.checkpoint.every_updates = steps if steps > 0 else None
     cfg.checkpoint.trusted = bool(options["trust_checkpoints"]) or bool(cfg.checkpoint.trusted)
     cfg.distributed.find_unused_parameters = bool(options["find_unused_parameters"])
+    cfg.distributed.strategy = str(options["distributed_strategy"])
+    cfg.distributed.fsdp.blocks = [str(b) for b in options["fsdp_blocks"] or []]
     cfg.logging.progress = not options["noprogressbar"]
     if options["profile_training"]:
         cfg.profiler.enabled = True
@@ -162,6 +166,8 @@ def run_opts_from_config(cfg: Any) -> dict[str, Any]:
         "ckpt_interval_minutes": float(every_seconds) / 60 if every_seconds else 0,
         "ckpt_interval_steps": int(cfg.checkpoint.every_updates or 0),
         "find_unused_parameters": bool(cfg.distributed.find_unused_parameters),
+        "distributed_strategy": str(cfg.distributed.get("strategy", "ddp")),
+        "fsdp_blocks": list((cfg.distributed.get("fsdp") or {}).get("blocks") or []),
         "noprogressbar": not bool(cfg.logging.progress),
         "trust_checkpoints": bool(cfg.checkpoint.trusted),
         "output_folder": cfg.xp.folder,
@@ -195,6 +201,9 @@ def parse_arguments(arg_list: Sequence[str] | None = None) -> tuple[str, dict[st
     _bool_flag(parser, "distributed_launch", "kept for old scripts; torchrun's environment is detected")
     parser.add_argument("--distributed_backend", type=str, default=None, help="nccl or gloo")
     _bool_flag(parser, "find_unused_parameters", "DDP: allow parameters without gradients")
+    parser.add_argument("--distributed_strategy", type=str, default=None, choices=["ddp", "fsdp"],
+                        help="several ranks: ddp (a copy of the model each) or fsdp (FSDP2 shards)")
+    parser.add_argument("--fsdp_blocks", type=str, nargs="+", default=None, help="fsdp: block classes sharded as units")
     _bool_flag(parser, "jit", "not supported: use --compile")
     _bool_flag(parser, "compile", "torch.compile the modules")
     parser.add_argument("--compile_mode", type=str, default=None, help="torch.compile mode")

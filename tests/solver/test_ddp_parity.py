@@ -21,15 +21,16 @@ COMPRESSION = ["solver=compression/debug", "optim.epochs=1", "optim.updates_per_
                "evaluate.n_q=[4]", "generate.num_samples=1", "logging.tensorboard=false", "num_threads=1"]
 
 
-def run_baton(tmp: Path, name: str, args: list[str], world: int) -> list[dict]:
-    """`baton run ARGS` on `world` ranks; returns each rank's trained weights."""
+def run_baton(tmp: Path, name: str, args: list[str], world: int, xp_dir: Path | None = None) -> list[dict]:
+    """`baton run ARGS` on `world` ranks (XPs in `xp_dir`, else tmp/name/xps); returns each
+    rank's trained weights."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     dumps = tmp / name / "dumps"
     procs = []
     for rank in range(world):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "BATON_XP_DIR": str(tmp / name / "xps")}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "BATON_XP_DIR": str(xp_dir or tmp / name / "xps")}
         if world > 1:
             env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -1,0 +1,243 @@
+"""FSDP2 owned by the engine (`distributed.strategy=fsdp`), on real gloo processes: each rank
+holds a shard of the weights and optimizer state, the run trains ONE model equal (float
+tolerance) to DDP's and to one process's with the global batch, and its checkpoints are
+sharded folders committed by checkpoint.th: killed mid-save it resumes from the previous one,
+crafted files in it are refused, and `baton export` / `baton.load_model` read it whole."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from baton.checkpoint import read_checkpoint
+from baton.errors import CheckpointError, UnsafeCheckpointError
+from tests.solver.ranks import ROOT, finish, free_port, launch_ranks
+from tests.solver.test_ddp_parity import EXAMPLE, GAN, assert_same_model, run_baton
+
+FSDP = "distributed.strategy=fsdp"
+
+
+@pytest.fixture(scope="module")
+def fsdp_example(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """The example task under FSDP on 2 ranks through the CLI (`baton run` once per rank)."""
+    tmp = tmp_path_factory.mktemp("fsdp_example")
+    return tmp, run_baton(tmp, "fsdp", [*EXAMPLE, FSDP], world=2)
+
+
+def xp_folder(tmp: Path, name: str) -> Path:
+    (folder,) = (tmp / name / "xps" / "xps").iterdir()
+    return folder
+
+
+@pytest.mark.timeout(300)
+def test_two_fsdp_ranks_train_the_example_model_equal_to_ddp_and_to_one_process(fsdp_example) -> None:
+    tmp, (first, second) = fsdp_example
+    ddp, _ = run_baton(tmp, "ddp", EXAMPLE, world=2)
+    (alone,) = run_baton(tmp, "one", EXAMPLE, world=1)
+    assert first["wrapped"] == {"model": "FSDPRegressionNet"}  # sharded in place, not wrapped
+    assert_same_model(first["weights"]["model"], second["weights"]["model"], exact=True)
+    assert_same_model(first["weights"]["model"], ddp["weights"]["model"])
+    assert_same_model(first["weights"]["model"], alone["weights"]["model"])
+
+
+@pytest.mark.timeout(300)
+def test_a_sharded_checkpoint_is_a_dcp_folder_that_checkpoint_th_names(fsdp_example) -> None:
+    tmp, (first, _) = fsdp_example
+    folder = xp_folder(tmp, "fsdp")
+    latest = read_checkpoint(folder / "checkpoint.th")
+    shards = folder / latest["shards"]
+    assert sorted(p.name for p in shards.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    # Every folder a checkpoint file names is kept, and no other (pruned after each commit).
+    named = {read_checkpoint(p)["shards"] for p in folder.glob("checkpoint*.th")}
+    assert {f"shards/{p.name}" for p in (folder / "shards").iterdir()} == named
+    # The weights sit in the shards: checkpoint.th holds placeholders where tensors were.
+    weight = latest["state"]["registered"]["model"]["net.0.weight"]
+    assert weight["__baton_shard__"] and weight["shape"] == list(first["weights"]["model"]["net.0.weight"].shape)
+
+
+@pytest.mark.timeout(300)
+def test_export_and_load_model_read_a_sharded_xp_whole_without_a_process_group(fsdp_example) -> None:
+    """`baton export` of a 2-rank FSDP XP gives plain weights that load into the model in one
+    process and reproduce its outputs; `baton.load_model(SIG)` builds it with them."""
+    tmp, (first, _) = fsdp_example
+    folder = xp_folder(tmp, "fsdp")
+    out = tmp / "model.pt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BATON_XP_DIR": str(tmp / "fsdp" / "xps")}
+    done = subprocess.run([sys.executable, "-m", "baton", "export", folder.name, "-o", str(out), "--source", "last"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    exported = torch.load(out, weights_only=True)
+    assert set(exported) == set(first["weights"]["model"])
+    for key, value in first["weights"]["model"].items():
+        assert torch.equal(exported[key], value), key
+
+    from baton.xp.load import load_model
+
+    model = load_model(folder, "last")
+    trained = load_model(folder, "last")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.load_state_dict(exported)
+        x = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(model(x), trained(x))
+
+
+@pytest.mark.timeout(300)
+def test_two_fsdp_ranks_train_the_yaml_gan_equal_to_ddp(tmp_path: Path, synth_cache: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config-driven steps: generator and both discriminators are sharded, each step's
+    optimizer steps its shards."""
+    monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
+    first, second = run_baton(tmp_path, "fsdp", [*GAN, FSDP], world=2)
+    ddp, _ = run_baton(tmp_path, "ddp", GAN, world=2)
+    assert first["wrapped"] == {"generator": "FSDPMelVocoder", "mpd": "FSDPMultiPeriodDiscriminator",
+                                "msd": "FSDPMultiScaleDiscriminator"}
+    for name, weights in first["weights"].items():
+        assert_same_model(weights, second["weights"][name], exact=True)
+        assert_same_model(weights, ddp["weights"][name])
+
+
+def launch(folder: Path, *args: str, world: int = 2) -> list[int]:
+    return finish(launch_ranks(folder, list(args), free_port(), world=world, module="tests.solver.fsdp_worker"))
+
+
+# 256 items, global batch 32: 8 updates an epoch; a save every 3 updates and at each epoch end.
+SAVED_RUN = ["optim.epochs=2", "task.num_train=256", "task.dropout=0", "checkpoint.every_updates=3",
+             "logging.tensorboard=false", "num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def straight_fsdp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("straight_fsdp")
+    assert launch(folder, *SAVED_RUN) == [0, 0]
+    return folder
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("when", ["data", "commit"])
+def test_a_kill_during_a_sharded_save_resumes_from_the_previous_one_bit_exact(
+        tmp_path: Path, straight_fsdp: Path, when: str) -> None:
+    """SIGKILL on every rank during the 3rd save (update 8, the first epoch's end): with shard
+    files half written, or with the folder complete but not yet named by checkpoint.th. The
+    rerun resumes from the 2nd save (update 6) and ends equal, bit for bit, to a run never
+    stopped; the orphaned folder is removed."""
+    folder = tmp_path / "killed"
+    procs = launch_ranks(folder, [f"--kill-at-save=3:{when}", *SAVED_RUN], free_port(), module="tests.solver.fsdp_worker")
+    for proc in procs:
+        proc.communicate(timeout=300)
+        assert proc.returncode == -9
+    saved = read_checkpoint(folder / "checkpoint.th")
+    assert saved["state"]["loop"]["update"] == 6
+    assert len(list((folder / "shards").iterdir())) == 2  # the committed one, and the orphan
+    assert launch(folder, *SAVED_RUN) == [0, 0]
+    for rank in range(2):
+        resumed, straight = (torch.load(f / f"rank{rank}.pt", weights_only=True) for f in (folder, straight_fsdp))
+        assert_same_model(resumed["weights"], straight["weights"], exact=True)
+    assert (folder / "history.jsonl").read_bytes() == (straight_fsdp / "history.jsonl").read_bytes()
+    named = {read_checkpoint(p)["shards"] for p in folder.glob("checkpoint*.th")}
+    assert {f"shards/{p.name}" for p in (folder / "shards").iterdir()} == named
+
+
+class RunsCode:
+    """A pickle that runs `touch MARKER` when unpickled (what a crafted file would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("target", [".metadata", "__0_0.distcp"])
+def test_a_crafted_file_in_a_sharded_checkpoint_is_refused_and_nothing_runs(
+        tmp_path: Path, straight_fsdp: Path, target: str) -> None:
+    import shutil
+
+    from baton.checkpoint import CheckpointManager
+
+    folder = tmp_path / "xp"
+    shutil.copytree(straight_fsdp, folder)
+    marker = tmp_path / "ran"
+    shards = folder / read_checkpoint(folder / "checkpoint.th")["shards"]
+    size = (shards / target).stat().st_size
+    crafted = pickle.dumps(RunsCode(marker))  # a shard file's first tensor is read at offset 0
+    (shards / target).write_bytes(crafted + bytes(max(0, size - len(crafted))))
+    with pytest.raises(UnsafeCheckpointError) as refused:
+        CheckpointManager(folder).load()
+    message = str(refused.value)
+    assert "\n" not in message and "refused" in message and str(shards) in message
+    assert not marker.exists()
+    # The engine refuses it the same way on resume: one line, exit code 2, nothing run.
+    procs = launch_ranks(folder, SAVED_RUN, world=1, module="tests.solver.fsdp_worker")
+    out, _ = procs[0].communicate(timeout=120)
+    assert procs[0].returncode != 0 and "refused" in out.decode()
+    assert not marker.exists()
+
+
+def test_a_deleted_shard_folder_falls_back_to_the_previous_kept_checkpoint(tmp_path: Path, straight_fsdp: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The latest checkpoint and its kept copy name the folder that is gone: both are skipped,
+    with a line naming the folder, and the epoch-1 checkpoint (its own folder) is used."""
+    import shutil
+
+    from baton.checkpoint import CheckpointManager
+
+    folder = tmp_path / "xp"
+    shutil.copytree(straight_fsdp, folder)
+    shutil.rmtree(folder / read_checkpoint(folder / "checkpoint.th")["shards"])
+    data = CheckpointManager(folder).load()
+    assert data is not None and data["epoch"] == 1
+    assert "missing or incomplete" in caplog.text
+    assert isinstance(data["state"]["registered"]["model"]["net.0.weight"], torch.Tensor)
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        (folder / "checkpoint_1.th").unlink()
+        CheckpointManager(folder).load()
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_at_a_sharded_save_is_one_line_and_the_run_resumes_bit_exact(tmp_path: Path) -> None:
+    """A 4 MB tmpfs holds epoch 1's sharded checkpoint (about 2.6 MB: weights, Adam's two
+    moments, the best state) but not epoch 2's beside it: every rank stops with one line, the
+    previous checkpoint is intact and no partial folder is left; with room, the run resumes and
+    ends equal, bit for bit, to one that never failed."""
+    import subprocess as sp
+
+    from tests.xp.test_disk_faults import mount_tmpfs
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "4m")
+    try:
+        args = ["optim.epochs=2", "task.hidden=4096", "task.num_train=128", "task.num_valid=32",
+                "optim.ema.use=false", "logging.tensorboard=false", "num_threads=1", FSDP]
+        port, procs = free_port(), []
+        for rank in range(2):
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "BATON_XP_DIR": str(disk), "RANK": str(rank),
+                   "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            procs.append(sp.Popen([sys.executable, "-m", "baton", "run", "solver=example", *args], env=env,
+                                  stdout=sp.PIPE, stderr=sp.PIPE, text=True))
+        for proc in procs:
+            _, err = proc.communicate(timeout=240)
+            assert proc.returncode == 2, err[-2000:]
+            (line,) = err.strip().splitlines()
+            assert line.startswith("error: cannot write sharded checkpoint ") and "No space left on device" in line, err
+        (folder,) = disk.glob("xps/*")
+        saved = read_checkpoint(folder / "checkpoint.th")
+        assert saved["epoch"] == 1 and (folder / saved["shards"] / ".metadata").is_file()
+        assert [p.name for p in (folder / "shards").iterdir()] == [saved["shards"].split("/")[1]]
+
+        sp.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resumed = run_baton(tmp_path, "resumed", ["solver=example", *args], world=2, xp_dir=disk)
+        straight = run_baton(tmp_path, "straight", ["solver=example", *args], world=2)
+        assert_same_model(resumed[0]["weights"]["model"], straight[0]["weights"]["model"], exact=True)
+    finally:
+        sp.run(["umount", "-l", str(disk)], check=False)
