@@ -78,24 +78,24 @@ def shard_trainable(
         name: module for name, module in modules.items()
         if not is_sharded(module) and any(p.requires_grad for p in module.parameters())
     }
-    ddp.check_same_layout(trainable)
-    wanted, found = set(blocks), set()
-    options: dict[str, Any] = {"reshard_after_forward": reshard_after_forward}
-    if policy is not None:
-        options["mp_policy"] = policy
-    for module in trainable.values():
-        for sub in list(module.modules())[1:]:
-            if type(sub).__name__ in wanted and any(p.requires_grad for p in sub.parameters()):
-                fsdp.fully_shard(sub, **options)
-                found.add(type(sub).__name__)
-        fsdp.fully_shard(module, **options)
-    missing = wanted - found
-    if missing:
-        classes = sorted({type(m).__name__ for module in trainable.values() for m in module.modules()})
+    wanted = set(blocks)
+    classes = sorted({type(m).__name__ for module in trainable.values() for m in module.modules()})
+    missing = wanted - {type(m).__name__ for module in trainable.values() for m in module.modules()
+                        if any(p.requires_grad for p in m.parameters())}
+    if missing:  # checked before anything is sharded: the message names the classes as written
         raise ConfigError(
             f"distributed.fsdp.blocks names {', '.join(sorted(missing))}, which no trainable module holds; "
             f"name classes of the model's blocks (it has {', '.join(classes[:12])})"
         )
+    ddp.check_same_layout(trainable)
+    options: dict[str, Any] = {"reshard_after_forward": reshard_after_forward}
+    if policy is not None:
+        options["mp_policy"] = policy
+    for module in trainable.values():
+        for sub in reversed(list(module.modules())[1:]):  # inner blocks first: FSDP2 goes bottom-up
+            if type(sub).__name__ in wanted and any(p.requires_grad for p in sub.parameters()):
+                fsdp.fully_shard(sub, **options)
+        fsdp.fully_shard(module, **options)
     return trainable
 
 

@@ -241,3 +241,45 @@ def test_a_full_disk_at_a_sharded_save_is_one_line_and_the_run_resumes_bit_exact
         assert_same_model(resumed[0]["weights"]["model"], straight[0]["weights"]["model"], exact=True)
     finally:
         sp.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.timeout(300)
+def test_a_brain_task_under_fsdp_trains_equal_to_ddp_and_its_checkpointer_writes_whole_files(
+        tmp_path: Path, synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The classification task (a Brain with a Checkpointer) on 2 FSDP ranks through the CLI:
+    equal to DDP (not to one process: its BatchNorm normalises each rank's half batch). The
+    Checkpointer's files hold whole tensors, gathered by both ranks: they load anywhere."""
+    from tests.tasks.test_classification import SMALL
+
+    monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
+    args = [*SMALL, "optim.epochs=1"]
+    first, second = run_baton(tmp_path, "fsdp", [*args, FSDP], world=2)
+    ddp, _ = run_baton(tmp_path, "ddp", args, world=2)
+    assert first["wrapped"] == {"model": "FSDPAudioClassifier"}
+    assert_same_model(first["weights"]["model"], second["weights"]["model"], exact=True)
+    assert_same_model(first["weights"]["model"], ddp["weights"]["model"])
+    (saved,) = xp_folder(tmp_path, "fsdp").glob("save/CKPT+*/model.ckpt")
+    whole = torch.load(saved, weights_only=True)
+    assert all(type(v) is torch.Tensor for v in whole.values())
+    assert_same_model(whole, first["weights"]["model"], exact=True)
+
+
+def test_blocks_the_model_does_not_hold_are_one_line_naming_its_classes() -> None:
+    from torch import nn
+
+    from baton.errors import ConfigError
+    from baton.solver.fsdp import shard_trainable
+
+    with pytest.raises(ConfigError, match=r"distributed.fsdp.blocks names DecoderLayr, which no trainable module "
+                                          r"holds; name classes of the model's blocks \(it has Linear, ReLU, Sequential\)"):
+        shard_trainable({"model": nn.Sequential(nn.Linear(2, 2), nn.ReLU())}, blocks=["DecoderLayr"])
+
+
+def test_fsdp_with_float16_autocast_is_refused_at_start_up() -> None:
+    from baton.errors import ConfigError
+    from baton.solver.settings import LoopSettings
+    from tests.helpers import example_config
+
+    cfg = example_config("unused", FSDP, "autocast=true", "autocast_dtype=float16")
+    with pytest.raises(ConfigError, match="use autocast_dtype=bfloat16"):
+        LoopSettings.from_config(cfg)

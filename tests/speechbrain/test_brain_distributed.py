@@ -21,9 +21,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(out: Path, world: int, batch_size: int) -> None:
+def launch(out: Path, world: int, batch_size: int, strategy: str = "ddp") -> None:
     out.mkdir()
-    start_ranks("tests.speechbrain.brain_ddp_worker", world, str(out), str(batch_size))
+    start_ranks("tests.speechbrain.brain_ddp_worker", world, str(out), str(batch_size), strategy)
 
 
 def start_ranks(module: str, world: int, *args: str, expect: int = 0) -> None:
@@ -65,6 +65,23 @@ def test_two_ranks_train_one_model_equal_to_one_process_with_the_global_batch(tm
     valid: TensorDataset = data(20, 2)
     expected = torch.nn.functional.mse_loss(model(valid.tensors[0]), valid.tensors[1]).item()
     assert rank0["losses"][-1] == ("valid", pytest.approx(expected, rel=1e-5))
+
+
+@pytest.mark.timeout(300)
+def test_two_fsdp_ranks_train_one_model_equal_to_ddp_and_to_one_process(tmp_path):
+    """`distributed_strategy: fsdp`: the Brain's module is sharded, its optimizer built on the
+    shards (on_fit_start), the same training as DDP's and as one process's with the global batch."""
+    launch(tmp_path / "fsdp", world=2, batch_size=4, strategy="fsdp")
+    launch(tmp_path / "ddp", world=2, batch_size=4)
+    launch(tmp_path / "single", world=1, batch_size=8)
+    rank0, rank1, ddp, single = (torch.load(tmp_path / name / f"rank{r}.pt")
+                                 for name, r in (("fsdp", 0), ("fsdp", 1), ("ddp", 0), ("single", 0)))
+    for key, value in rank0["weights"].items():
+        assert torch.equal(value, rank1["weights"][key]), key
+        torch.testing.assert_close(value, ddp["weights"][key])
+        torch.testing.assert_close(value, single["weights"][key])
+    for (stage, loss), (stage_ddp, loss_ddp) in zip(rank0["losses"], ddp["losses"], strict=True):
+        assert stage == stage_ddp and loss == pytest.approx(loss_ddp, rel=1e-5)
 
 
 @pytest.mark.slow  # three 2-rank launches; the engine's own 2-rank signal test runs in the fast suite
