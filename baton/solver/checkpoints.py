@@ -183,5 +183,7 @@ class SolverCheckpoints:
                     f"continue_from={text}: XP {reference.sig} holds no weights for '{name}' "
                     f"(it holds {', '.join(sorted(weights))})"
                 )
-            load_strict(solver.stateful.get(name), weights[name], f"XP {reference.sig} ('{name}')")
+            target = solver.stateful.get(name)
+            state = fsdp.shard_like(weights[name], target.state_dict()) if fsdp.is_sharded(target) else weights[name]
+            load_strict(target, state, f"XP {reference.sig} ('{name}')")
         logger.info("continuing from the %s weights of XP %s", reference.which, reference.sig)

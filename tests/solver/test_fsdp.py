@@ -283,3 +283,33 @@ def test_fsdp_with_float16_autocast_is_refused_at_start_up() -> None:
     cfg = example_config("unused", FSDP, "autocast=true", "autocast_dtype=float16")
     with pytest.raises(ConfigError, match="use autocast_dtype=bfloat16"):
         LoopSettings.from_config(cfg)
+
+
+@pytest.mark.timeout(300)
+def test_accumulation_and_clipping_on_sharded_gradients_equal_ddp(tmp_path: Path) -> None:
+    """Two micro-batches per update (the first one's reduce-scatter held back) and a clip norm
+    low enough to clip every update: the norm over all shards is the norm DDP computes."""
+    args = [*EXAMPLE, "optim.grad_accumulation=2", "optim.max_norm=0.05"]
+    first, _ = run_baton(tmp_path, "fsdp", [*args, FSDP], world=2)
+    ddp, _ = run_baton(tmp_path, "ddp", args, world=2)
+    assert_same_model(first["weights"]["model"], ddp["weights"]["model"])
+    fsdp_history, ddp_history = (xp_folder(tmp_path, name) / "history.jsonl" for name in ("fsdp", "ddp"))
+    import json
+
+    for ours, theirs in zip(fsdp_history.read_text().splitlines(), ddp_history.read_text().splitlines(), strict=True):
+        assert json.loads(ours)["train"]["grad_norm"] == pytest.approx(json.loads(theirs)["train"]["grad_norm"], rel=1e-4)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("world", [1, 2])
+def test_continue_from_a_sharded_xp_loads_its_weights_on_any_world_size(fsdp_example, world: int) -> None:
+    """A new XP (`optim.epochs=0`: nothing trained after loading) continuing from the 2-rank
+    FSDP XP holds its best weights, on one process (whole) and on 2 FSDP ranks (shards)."""
+    from baton.checkpoint import exported_weights
+
+    tmp, _ = fsdp_example
+    source = xp_folder(tmp, "fsdp")
+    ranks = run_baton(tmp, f"continued{world}", [*EXAMPLE, FSDP, "optim.epochs=0", f"continue_from={source}"], world=world)
+    best = exported_weights(source, "best")
+    for rank in ranks:
+        assert_same_model(rank["weights"]["model"], best, exact=True)
