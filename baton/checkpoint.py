@@ -61,7 +61,7 @@ class SavedLoop(TypedDict):
     epoch_results: dict[str, dict[str, float]]  # stages of the running epoch already done
     train_done: int  # updates of the running epoch's train stage already done
     stage_metrics: list[dict[str, Any]] | None  # every rank's running train metrics (mid-stage)
-    train_stream: dict[str, int] | None  # data position: {"epoch", "position"}
+    train_stream: dict[str, int] | None  # data position: {"epoch", "position", "world_size"} (no world_size before it)
     rng: list[dict[str, Any]]  # every rank's RNG states (python, numpy, torch, cuda)
 
 

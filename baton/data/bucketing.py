@@ -9,6 +9,15 @@ The whole epoch's batch list is a function of (seed, epoch), computed identicall
 rank; rank r takes batches r, r + W, r + 2W, ... of it. Every rank therefore runs the same
 number of steps (the list is padded by wrapping around, or truncated with `drop_last`), and
 `set_epoch(epoch, start=batches_done)` resumes mid-epoch with the very same batches.
+
+Unlike `ResumableSampler`'s, this order depends on the world size W: the budget is per rank and
+each rank takes whole batches of the list, so an update trains on W batches of it (the global
+batch grows with W), and a position saved on W ranks (`start`, batches of one rank) marks
+another place in the list on another world size. A checkpoint resumed on another number of
+ranks therefore trains on another sequence (the rest of the data epoch repeats or skips
+batches); `BatchStream` logs a warning when it does. Resume a bucketed XP on the world size it
+was saved on. (Keeping the order would take a global budget split among ranks within each
+batch, which changes what `max_batch_length` means.)
 """
 
 from __future__ import annotations

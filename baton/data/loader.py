@@ -2,6 +2,9 @@
 
 What makes it resume-exact:
 - the order comes from a `ResumableSampler` (or a resumable batch sampler) set per epoch;
+- a padded training sampler wraps around to a multiple of the global batch (per-rank batch x
+  world size), so the items of each update, all ranks together, do not depend on the world size
+  and a checkpoint resumes on another number of ranks in the same global order (see `sampler`);
 - workers are not persistent, so each new iterator pickles the dataset with its current epoch;
 - the loader owns a `generator`: without one, every new iterator draws its base seed from the
   global torch RNG, and merely starting an epoch would shift the training randomness.
@@ -15,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .. import distrib
 from ..errors import ConfigError
 from .collate import collate_audio
 from .rng import derive_seed, seed_worker
@@ -51,12 +55,15 @@ def build_loader(
         batch_sampler: e.g. a `BucketBatchSampler`; replaces the ResumableSampler.
         rank, world_size: default to the current process group's.
         pad: give every rank as many items as the largest shard, wrapping around (training:
-            every rank runs the same number of steps). False for evaluation: each item on
-            exactly one rank, so means over ranks count it once.
+            every rank runs the same number of steps) to a multiple of the global batch
+            (`batch_size` x world size), so that the order, all ranks together, is the same on
+            any world size. False for evaluation: each item on exactly one rank, so means over
+            ranks count it once.
 
     Raises:
         ConfigError: with `drop_last`, fewer items per rank than one batch (the loader would
-            yield nothing); the message names items, batch size and world size.
+            yield nothing); the message names items, batch size and world size. Fewer
+            evaluation items (`pad=False`) than ranks.
     """
     generator = torch.Generator().manual_seed(derive_seed(seed, _LOADER_SALT))
     extra: dict[str, Any] = {}
@@ -75,9 +82,11 @@ def build_loader(
         return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     if batch_size is None:
         raise ValueError("build_loader needs batch_size or batch_sampler")
+    _, world = distrib.resolve_rank(rank, world_size)
     try:
         sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, rank=rank,  # type: ignore[arg-type]
-                                   world_size=world_size, drop_last=drop_last, pad=pad)
+                                   world_size=world_size, drop_last=drop_last, pad=pad,
+                                   global_batch=batch_size * world)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if drop_last and sampler.per_rank < batch_size:

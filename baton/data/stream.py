@@ -15,6 +15,13 @@ DataLoader iterator the stream
 
 Loaders with other samplers still work, but resume then replays the skipped batches by
 iterating, and is exact only if their order does not depend on global RNG state.
+
+The position counts batches of one rank, and also says on how many ranks (`world_size`). With
+a `ResumableSampler` that pads to the global batch (or drops the last one), batch k of all
+ranks together is the same chunk of the epoch's order on any world size, so a checkpoint
+resumes on another number of ranks in the same global order, the global batch being fixed.
+Loaders for which that does not hold (a `BucketBatchSampler`, which deals whole batches to
+ranks; a sampler padded to the world size) get a warning when the world size changed.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from .. import distrib
 from ..errors import ConfigError
+from .bucketing import BucketBatchSampler
 from .epochs import epoch_aware, set_epoch
 from .rng import derive_seed
 from .sampler import ResumableSampler
@@ -169,10 +178,64 @@ class BatchStream:
         self.epoch += 1
         self.position = 0
 
+    def world_size(self) -> int:
+        """The ranks the loader's sampler shares the data between: what a position counts in."""
+        for part in (self.loader.batch_sampler, self.loader.sampler):
+            world = getattr(part, "world_size", None)
+            if isinstance(world, int):
+                return world
+        return distrib.world_size()
+
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+        return {"epoch": self.epoch, "position": self.position, "world_size": self.world_size()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._iterator = None
         self.epoch = state["epoch"]
         self.position = state["position"]
+        saved, world = state.get("world_size"), self.world_size()  # absent from older checkpoints
+        if saved is not None and saved != world:
+            reason = order_depends_on_world_size(self.loader, saved, world)
+            if reason is not None:
+                logger.warning(
+                    "training data position saved on %d rank(s), resumed on %d: %s; resume on "
+                    "%d rank(s) to keep the data order", saved, world, reason, saved,
+                )
+
+
+def order_depends_on_world_size(loader: DataLoader, saved: int, world: int) -> str | None:
+    """Why the training items of each update, all ranks together, differ between `saved` and
+    `world` ranks with the same global batch; None when they do not (as far as it can tell).
+
+    A `ResumableSampler` that drops the short last batch, or pads to the global batch, keeps
+    them; one padded to the world size changes the last update of an epoch unless both world
+    sizes give it the same items; a batch sampler that deals whole batches to ranks
+    (`BucketBatchSampler`) changes every update and the meaning of the saved position.
+    """
+    sampler: Any = loader.sampler
+    batch_sampler: Any = loader.batch_sampler
+    if isinstance(sampler, ResumableSampler) and loader.batch_size:
+        if sampler.drop_last or not sampler.pad or sampler.global_batch is not None:
+            return None
+        # Padded to a multiple of the world size: the last global batch holds the leftover
+        # items rounded up to a multiple of it, unless the DataLoader drops it as too short.
+        global_batch = loader.batch_size * world
+        leftover = sampler.num_items % global_batch
+
+        def last_batch(ranks: int) -> int:
+            items = -(-leftover // ranks) * ranks
+            return 0 if loader.drop_last and items < global_batch else items
+
+        if last_batch(saved) == last_batch(world):
+            return None
+        return ("its ResumableSampler wraps around to a multiple of the world size, not of the "
+                "global batch, so the last update of each data epoch trains on other items "
+                "(build it with global_batch=, as build_loader does)")
+    if loader.batch_size is None:
+        name = type(batch_sampler).__name__
+        if isinstance(batch_sampler, BucketBatchSampler):
+            return (f"its {name} gives each rank whole batches of one list, so each update trains "
+                    "on another number of batches and the saved position (batches of one rank) "
+                    "points elsewhere in the data epoch")
+        return f"its batch sampler ({name}) may deal batches to ranks otherwise"
+    return f"its sampler ({type(sampler).__name__}) may deal items to ranks otherwise"

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from .. import distrib
 from ..data.rng import derive_seed, seed_worker
 from ..data.sampler import ResumableSampler
 from ..solver.stage import Stage
@@ -24,8 +25,13 @@ def brain_dataloader(dataset: Any, stage: Stage, seed: int, loader_kwargs: Mappi
     drop_last = bool(kwargs.pop("drop_last", False))
     # Training data is shared out between ranks; valid and test sets are not, as in
     # SpeechBrain: every rank sees all of them, so metrics a recipe gathers itself agree.
-    rank, world = (None, None) if Stage.of(stage) is Stage.TRAIN else (0, 1)
-    sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world)
+    training = Stage.of(stage) is Stage.TRAIN
+    rank, world = (None, None) if training else (0, 1)
+    # Padded to whole global batches, so the items of an update do not depend on the world size.
+    size = kwargs.get("batch_size")
+    global_batch = int(size) * distrib.world_size() if training and size else None
+    sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
+                               world_size=world, global_batch=global_batch)
     kwargs.setdefault("worker_init_fn", seed_worker)
     kwargs.setdefault("generator", torch.Generator().manual_seed(derive_seed(seed, _LOADER_SALT)))
     return DataLoader(dataset, sampler=sampler, drop_last=drop_last, **kwargs)

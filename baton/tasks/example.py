@@ -72,8 +72,11 @@ class ExampleSolver(StandardSolver):
             self.dataloaders[split] = DataLoader(
                 dataset,
                 batch_size=batch_size,
-                # Evaluation shards are not padded: every item counts once in the means.
-                sampler=ResumableSampler(dataset, shuffle=train and data.shuffle, seed=self.cfg.seed, pad=train),
+                # Evaluation shards are not padded: every item counts once in the means. Training
+                # drops, or wraps around to a multiple of the global batch: the same order on any
+                # world size.
+                sampler=ResumableSampler(dataset, shuffle=train and data.shuffle, seed=self.cfg.seed, pad=train,
+                                         drop_last=train and data.drop_last, global_batch=int(data.batch_size)),
                 drop_last=train and data.drop_last,
                 num_workers=data.num_workers,
                 worker_init_fn=seed_worker,

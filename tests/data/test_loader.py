@@ -20,9 +20,11 @@ def test_fewer_items_than_one_batch_with_drop_last_is_a_config_error(tone_manife
     assert message.startswith("no batch to train on: 3 item(s) give 3 per rank on 1 rank(s), fewer than one batch of 4")
     assert message.endswith("set dataset.batch_size to 3 or less, set dataset.drop_last=false, or add data")
 
-    # Without drop_last the one short batch is kept: nothing to refuse.
-    (batch,) = list(build_loader(dataset, batch_size=4, drop_last=False, rank=0, world_size=1))
-    assert len(batch) == 3
+    # Without drop_last there is one batch, nothing to refuse: the 3 items, filled up to the
+    # global batch of 4 by wrapping around (the same items as on 2 or 4 ranks, see sampler.py).
+    loader = build_loader(dataset, batch_size=4, drop_last=False, shuffle=False, rank=0, world_size=1)
+    (batch,) = list(loader)
+    assert list(loader.sampler) == [0, 1, 2, 0] and len(batch) == 4
 
 
 def test_fewer_items_than_ranks_suggests_keeping_partial_batches(tone_manifest: Callable[..., Path]):

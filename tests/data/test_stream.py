@@ -44,7 +44,7 @@ def test_resumed_stream_yields_what_the_uninterrupted_one_would() -> None:
     head = take(first, 7)
     resumed = BatchStream(loader())
     resumed.load_state_dict(first.state_dict())
-    assert first.state_dict() == {"epoch": 1, "position": 2}
+    assert first.state_dict() == {"epoch": 1, "position": 2, "world_size": 1}
     tail = take(resumed, 5)
     for a, b in zip(straight, head + tail, strict=False):
         assert torch.equal(a, b)
@@ -99,3 +99,61 @@ def test_fewer_items_than_one_batch_is_one_line_naming_the_numbers() -> None:
 def test_an_empty_training_set_is_named_as_such() -> None:
     with pytest.raises(ConfigError, match="^no batch to train on: the training data has 0 items; check its manifest"):
         BatchStream(DataLoader(TensorDataset(torch.arange(0)), batch_size=2))
+
+
+def test_a_data_epoch_has_as_many_batches_on_any_world_size() -> None:
+    """ceil(N / G) batches per rank, whether the sampler pads to the world size or to the
+    global batch: padding to the global batch adds no update."""
+    from baton.data.loader import build_loader
+
+    for items in (90, 101, 7, 16):
+        for world in (1, 2, 4):
+            loader = build_loader(list(range(items)), batch_size=8 // world, rank=world - 1,
+                                  world_size=world, collate_fn=list)
+            assert len(BatchStream(loader)) == -(-items // 8), (items, world)
+
+
+def warning_on_resume(caplog: pytest.LogCaptureFixture, saved: DataLoader, resumed: DataLoader) -> str:
+    stream = BatchStream(saved)
+    take(stream, 1)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="baton.data.stream"):
+        BatchStream(resumed).load_state_dict(stream.state_dict())
+    return caplog.text
+
+
+def test_a_world_size_change_warns_when_the_order_depends_on_it(caplog: pytest.LogCaptureFixture) -> None:
+    """The position says on how many ranks it was counted; a loader whose order would change
+    with the world size says so on resume, one that keeps it says nothing."""
+    from baton.data.bucketing import BucketBatchSampler
+    from baton.data.loader import build_loader
+
+    def padded(world: int, **options: object) -> DataLoader:
+        return build_loader(list(range(90)), batch_size=8 // world, rank=0, world_size=world,
+                            collate_fn=list, **options)  # type: ignore[arg-type]
+
+    assert warning_on_resume(caplog, padded(2), padded(4)) == ""
+    assert warning_on_resume(caplog, padded(2, drop_last=True), padded(1, drop_last=True)) == ""
+
+    def to_world(world: int, items: int = 90, drop_last: bool = False) -> DataLoader:
+        """Padded to a multiple of the world size (no `global_batch`)."""
+        return DataLoader(list(range(items)), batch_size=8 // world, collate_fn=list, drop_last=drop_last,
+                          sampler=ResumableSampler(items, rank=0, world_size=world))
+
+    assert warning_on_resume(caplog, to_world(2), to_world(1)) == ""  # both end with 2 items
+    # 15 items padded to 16 on 2 and 4 ranks: a full last batch the DataLoader keeps; on 1 rank
+    # the last batch holds 7 items, and the DataLoader drops it.
+    assert warning_on_resume(caplog, to_world(2, 15, True), to_world(4, 15, True)) == ""
+    assert "the last update of each data epoch" in warning_on_resume(caplog, to_world(2, 15, True), to_world(1, 15, True))
+    text = warning_on_resume(caplog, to_world(2), to_world(4))
+    assert "training data position saved on 2 rank(s), resumed on 4: its ResumableSampler wraps around" in text
+    assert "(build it with global_batch=, as build_loader does); resume on 2 rank(s) to keep the data order" in text
+
+    def bucketed(world: int) -> DataLoader:
+        durations = [1.0 + (i % 5) for i in range(40)]
+        sampler = BucketBatchSampler(durations, max_batch_length=8.0, rank=0, world_size=world)
+        return DataLoader(list(range(40)), batch_sampler=sampler, collate_fn=list)
+
+    assert warning_on_resume(caplog, bucketed(2), bucketed(2)) == ""
+    text = warning_on_resume(caplog, bucketed(2), bucketed(1))
+    assert "saved on 2 rank(s), resumed on 1: its BucketBatchSampler gives each rank whole batches" in text

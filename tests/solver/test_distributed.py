@@ -4,11 +4,7 @@ one set of files written by rank 0, per-rank worker logs."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +18,9 @@ from baton.errors import DistributedError
 from baton.tasks.example import ExampleSolver
 from tests.helpers import example_config
 from tests.solver.ddp_example import DDPExample
+from tests.solver.ranks import finish, free_port, launch_ranks
 
 WORLD = 2
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def worker(rank: int, folder: str) -> None:
@@ -63,31 +59,6 @@ def test_two_ranks_train_in_lockstep(tmp_path: Path) -> None:
 
     for source in ("last", "best", "ema"):
         RegressionNet(16, 64, 0.1).load_state_dict(exported_weights(xp, source))
-
-
-def launch_ranks(folder: Path, overrides: list[str], port: int) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for rank in range(WORLD):
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "tests.solver.ddp_worker", str(folder), *overrides],
-                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    return procs
-
-
-def finish(procs: list[subprocess.Popen[bytes]]) -> list[int]:
-    codes = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=300)
-        codes.append(proc.returncode)
-        assert proc.returncode in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT), out.decode()[-3000:]
-    return codes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # 150 updates an epoch of 2 batches, each after a 4 ms pause: the signal sent once the first

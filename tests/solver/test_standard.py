@@ -44,7 +44,7 @@ def test_updates_per_epoch_continue_through_the_data(tmp_path: Path) -> None:
     s.run()
     assert s.update_count == 10
     # 256 items / 64 = 4 batches per data epoch: 10 batches = 2 full data epochs + 2 batches.
-    assert s.train_stream.state_dict() == {"epoch": 2, "position": 2}
+    assert s.train_stream.state_dict() == {"epoch": 2, "position": 2, "world_size": 1}
 
 
 @pytest.mark.parametrize("remainder, updates", [("drop", 2), ("step", 3)])

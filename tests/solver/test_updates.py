@@ -106,7 +106,7 @@ def test_stopping_early_inside_an_update_loop_loses_no_update(tmp_path: Path) ->
 
     s.run_updates(one_update, stop_when=lambda: s.update_count == 2)
     assert s.update_count == 2 and s.ema.num_updates == 2 and s.loop_state.train_done == 0
-    assert s.train_stream.state_dict() == {"epoch": 1, "position": 0}  # next epoch: a new pass
+    assert s.train_stream.state_dict() == {"epoch": 1, "position": 0, "world_size": 1}  # next epoch: a new pass
 
 
 class EarlyStopping(ExampleSolver):

@@ -77,7 +77,9 @@ class __CLASS__(StandardSolver):
                 batch_size=batch_size,
                 # Resume-exact data order: the sampler's position is checkpointed.
                 sampler=ResumableSampler(  # evaluation shards unpadded: each item counts once
-                    dataset, shuffle=train and data.shuffle, seed=self.cfg.seed, pad=train
+                    dataset, shuffle=train and data.shuffle, seed=self.cfg.seed, pad=train,
+                    drop_last=train and data.drop_last,
+                    global_batch=int(data.batch_size),  # the same order on any world size
                 ),
                 drop_last=train and data.drop_last,
                 num_workers=data.num_workers,
