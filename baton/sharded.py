@@ -161,7 +161,7 @@ def _why(exc: BaseException, folder: Path, tensors: Mapping[str, torch.Tensor]) 
     """`write_failure`'s words; a write that failed (DCP says 'unexpected pos', with no errno)
     where less room is left than this rank's shards take is a full disk."""
     if not (isinstance(exc, OSError) and exc.errno is not None):
-        needed = sum(t.to_local().numel() * t.element_size() for t in tensors.values())
+        needed = sum(t.to_local().numel() * t.element_size() for t in tensors.values())  # type: ignore[attr-defined]
         try:
             if shutil.disk_usage(folder).free < needed:
                 return f"{os.strerror(errno.ENOSPC)} ({mount_point(folder)})"
@@ -319,9 +319,9 @@ class SafeReader(_reader_base()):  # type: ignore[misc]
             raise CheckpointError(f"sharded checkpoint metadata {path} is unreadable ({_first_line(exc)})") from None
         if not isinstance(found, Metadata):
             raise CheckpointError(f"sharded checkpoint metadata {path} holds a {type(found).__name__}, not DCP metadata")
-        if getattr(found, "storage_meta", None) is None:
-            found.storage_meta = StorageMeta()
-        found.storage_meta.load_id = self.load_id
+        storage_meta = getattr(found, "storage_meta", None) or StorageMeta()
+        storage_meta.load_id = self.load_id
+        found.storage_meta = storage_meta
         return found
 
 

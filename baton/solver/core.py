@@ -234,7 +234,7 @@ class SolverCore:
         """Context for evaluation under FSDP: every module's full weights, so any of its methods
         may run (not only `forward`). Enter it inside a best/EMA swap: weights loaded while
         gathered would be lost. A no-op without FSDP."""
-        return fsdp.gathered(list(self.registered_modules().values()))
+        return fsdp.gathered(list(self.registered_modules().values()), self.settings.fsdp_reshard_after_forward)
 
     @contextmanager
     def swap_ema_state(self) -> Iterator[None]:

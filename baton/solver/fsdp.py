@@ -145,16 +145,18 @@ def init_optimizer_state(optimizers: Iterable[torch.optim.Optimizer]) -> None:
 
 
 @contextlib.contextmanager
-def gathered(modules: Iterable[nn.Module]) -> Iterator[None]:
+def gathered(modules: Iterable[nn.Module], reshard_after_forward: bool = True) -> Iterator[None]:
     """Hold the full weights of every sharded module (and block) for the block's duration, so
-    evaluation may call any method of a model, not only `forward`. No-op without FSDP."""
-    units = [m for module in modules if is_sharded(module) for m in module.modules() if is_sharded(m)]
+    evaluation may call any method of a model, not only `forward`; afterwards each unit frees
+    them again, and gets back `reshard_after_forward` (the config's). No-op without FSDP."""
+    modules = list(modules)
+    units: list[Any] = [m for module in modules if is_sharded(module) for m in module.modules() if is_sharded(m)]
     if not units:
         yield
         return
-    for module in modules:
-        if is_sharded(module):
-            module._get_fsdp_state()._lazy_init()  # as its first forward would: it is the root
+    for root in modules:
+        if is_sharded(root):
+            root._get_fsdp_state()._lazy_init()  # type: ignore[operator]  # as its first forward would
     for unit in units:
         unit.set_reshard_after_forward(False, recurse=False)
         unit.unshard()
@@ -163,7 +165,7 @@ def gathered(modules: Iterable[nn.Module]) -> Iterator[None]:
     finally:
         for unit in units:
             unit.reshard()
-            unit.set_reshard_after_forward(True, recurse=False)
+            unit.set_reshard_after_forward(reshard_after_forward, recurse=False)
 
 
 def full_tensors(state: Any) -> Any:
