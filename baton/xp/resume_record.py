@@ -33,7 +33,11 @@ MAX_DEPTH = 32
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
-    """A short digest of a tensor's exact bits, dtype and shape."""
+    """A short digest of a tensor's exact bits, dtype and shape (of this rank's shard under
+    FSDP: each rank records its own, and runs are compared at one world size)."""
+    to_local = getattr(tensor, "to_local", None)
+    if to_local is not None:
+        tensor = to_local()
     flat = tensor.detach().cpu().contiguous().reshape(-1)
     raw = flat.view(torch.uint8) if flat.numel() and flat.dtype != torch.uint8 else flat
     header = f"{tensor.dtype}:{tuple(tensor.shape)}:".encode()

@@ -89,6 +89,7 @@ def test_export_and_load_model_read_a_sharded_xp_whole_without_a_process_group(f
         assert torch.equal(model(x), trained(x))
 
 
+@pytest.mark.slow  # two 2-rank GAN runs; the example's FSDP parity runs in the fast suite
 @pytest.mark.timeout(300)
 def test_two_fsdp_ranks_train_the_yaml_gan_equal_to_ddp(tmp_path: Path, synth_cache: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +122,7 @@ def straight_fsdp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("when", ["data", "commit"])
+@pytest.mark.parametrize("when", [pytest.param("data", marks=pytest.mark.slow), "commit"])
 def test_a_kill_during_a_sharded_save_resumes_from_the_previous_one_bit_exact(
         tmp_path: Path, straight_fsdp: Path, when: str) -> None:
     """SIGKILL on every rank during the 3rd save (update 8, the first epoch's end): with shard
@@ -202,6 +203,7 @@ def test_a_deleted_shard_folder_falls_back_to_the_previous_kept_checkpoint(tmp_p
         CheckpointManager(folder).load()
 
 
+@pytest.mark.slow  # three 2-rank runs on a tmpfs
 @pytest.mark.timeout(300)
 def test_a_full_disk_at_a_sharded_save_is_one_line_and_the_run_resumes_bit_exact(tmp_path: Path) -> None:
     """A 4 MB tmpfs holds epoch 1's sharded checkpoint (about 2.6 MB: weights, Adam's two
@@ -243,6 +245,7 @@ def test_a_full_disk_at_a_sharded_save_is_one_line_and_the_run_resumes_bit_exact
         sp.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.mark.slow  # the Brain worker's FSDP parity runs in the fast suite
 @pytest.mark.timeout(300)
 def test_a_brain_task_under_fsdp_trains_equal_to_ddp_and_its_checkpointer_writes_whole_files(
         tmp_path: Path, synth_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,6 +288,7 @@ def test_fsdp_with_float16_autocast_is_refused_at_start_up() -> None:
         LoopSettings.from_config(cfg)
 
 
+@pytest.mark.slow  # two more 2-rank runs
 @pytest.mark.timeout(300)
 def test_accumulation_and_clipping_on_sharded_gradients_equal_ddp(tmp_path: Path) -> None:
     """Two micro-batches per update (the first one's reduce-scatter held back) and a clip norm
@@ -301,7 +305,7 @@ def test_accumulation_and_clipping_on_sharded_gradients_equal_ddp(tmp_path: Path
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("world", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_continue_from_a_sharded_xp_loads_its_weights_on_any_world_size(fsdp_example, world: int) -> None:
     """A new XP (`optim.epochs=0`: nothing trained after loading) continuing from the 2-rank
     FSDP XP holds its best weights, on one process (whole) and on 2 FSDP ranks (shards)."""
@@ -313,3 +317,23 @@ def test_continue_from_a_sharded_xp_loads_its_weights_on_any_world_size(fsdp_exa
     best = exported_weights(source, "best")
     for rank in ranks:
         assert_same_model(rank["weights"]["model"], best, exact=True)
+
+
+@pytest.mark.slow  # a codec XP, then two 2-rank LM runs
+@pytest.mark.timeout(600)
+def test_the_lm_with_its_decoder_layers_as_units_trains_equal_to_ddp(tmp_path: Path, synth_cache: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lm/fsdp`'s sharding (one unit per DecoderLayer) on the CPU-sized LM: its generate stage
+    calls `model.generate` (not the forward) on gathered weights."""
+    from tests.solver.test_ddp_parity import COMPRESSION, LM
+
+    monkeypatch.setenv("BATON_DATA_DIR", str(synth_cache))
+    run_baton(tmp_path, "codec", [*COMPRESSION, "model.ratios=[8,5,4]"], world=1)
+    (codec,) = (tmp_path / "codec" / "xps" / "xps").iterdir()
+    args = [*LM, f"compression_model_checkpoint={codec}"]
+    first, second = run_baton(tmp_path, "fsdp", [*args, FSDP, "distributed.fsdp.blocks=[DecoderLayer]"], world=2)
+    ddp, _ = run_baton(tmp_path, "ddp", args, world=2)
+    assert first["wrapped"] == {"model": "FSDPCodesLM"}
+    assert_same_model(first["weights"]["model"], second["weights"]["model"], exact=True)
+    assert_same_model(first["weights"]["model"], ddp["weights"]["model"], atol=1e-4)
+    assert len(list(xp_folder(tmp_path, "fsdp").glob("samples/1/*.wav"))) == 2

@@ -80,7 +80,7 @@ def assert_close_history(resumed: list[dict], straight: list[dict]) -> None:
                 assert one[stage][key] == pytest.approx(value, rel=1e-5, abs=1e-7), f"epoch {epoch} {stage}.{key}"
 
 
-@pytest.fixture(scope="module", params=["ddp", "fsdp"])
+@pytest.fixture(scope="module", params=["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
 def straight(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """The 2-rank run never stopped, under each strategy: its XP folder, its records, and the
     strategy's override."""
@@ -126,6 +126,7 @@ def test_stopped_on_two_ranks_resumes_on_one_and_on_four_in_the_same_order(
         assert_close_history(resumed["history"], reference["history"])
 
 
+@pytest.mark.slow  # 2 -> 1 and 2 -> 4 under DDP run in the fast suite
 @pytest.mark.timeout(600)
 def test_stopped_on_one_process_resumes_on_two_in_the_same_order(
     tmp_path: Path, straight: tuple[Path, Path, str]

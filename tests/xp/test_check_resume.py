@@ -237,10 +237,12 @@ def test_the_command_prints_the_verdict_and_exits_1_when_not_exact(project: Path
 
 
 @pytest.mark.slow
-def test_two_ranks_resume_exactly_and_each_rank_is_compared(project: Path) -> None:
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_resume_exactly_and_each_rank_is_compared(project: Path, strategy: str) -> None:
     """`-d --nproc 2`: every run is 2 gloo processes. Ranks agree on a stop every 10 updates and
-    at each epoch's end: the SIGTERM at update 5 stops the run at the end of epoch 1 (update 8)."""
-    result = check_resume(["solver=example", *TINY], at=[5], nproc=2)
+    at each epoch's end: the SIGTERM at update 5 stops the run at the end of epoch 1 (update 8).
+    Under FSDP each rank records its own shards and resumes from sharded checkpoints."""
+    result = check_resume(["solver=example", *TINY, f"distributed.strategy={strategy}"], at=[5], nproc=2)
     assert result.exact, [(v.name, v.diagnosis) for v in result.verdicts]
     assert [v.name for v in result.verdicts] == ["SIGTERM at update 5 (stopped at 8)", "SIGKILL at update 5"]
 
