@@ -35,9 +35,12 @@ def copy_state(state: Any, device: str | torch.device = "cpu") -> Any:
     """Deep copy of a (nested) state with every tensor cloned onto `device`.
 
     Used for the best state (which must not alias live weights) and for background saves
-    (which must not see weights that training keeps changing).
+    (which must not see weights that training keeps changing). A sharded tensor is cloned where
+    it is: moved, it would no longer match its device mesh.
     """
     if isinstance(state, torch.Tensor):
+        if type(state).__name__ == "DTensor":  # a shard (FSDP): stays on its mesh's device, 1/N of the whole
+            return state.detach().clone()
         return state.detach().to(device, copy=True)
     if isinstance(state, Mapping):
         # OrderedDict stays an OrderedDict: some load_state_dict implementations check the type.

@@ -35,7 +35,8 @@ class ModuleEMA:
         }
 
     def _fresh(self, tensor: torch.Tensor) -> torch.Tensor:
-        device = self.device or tensor.device
+        # A shard (FSDP) stays on its mesh's device: moved, it would no longer match the mesh.
+        device = tensor.device if type(tensor).__name__ == "DTensor" else (self.device or tensor.device)
         dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
         return tensor.detach().to(device=device, dtype=dtype, copy=True)
 
