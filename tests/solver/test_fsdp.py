@@ -337,3 +337,22 @@ def test_the_lm_with_its_decoder_layers_as_units_trains_equal_to_ddp(tmp_path: P
     assert_same_model(first["weights"]["model"], second["weights"]["model"], exact=True)
     assert_same_model(first["weights"]["model"], ddp["weights"]["model"], atol=1e-4)
     assert len(list(xp_folder(tmp_path, "fsdp").glob("samples/1/*.wav"))) == 2
+
+
+@pytest.mark.timeout(300)
+def test_baton_run_d_trains_the_example_under_fsdp_equal_to_the_ranks_started_by_hand(fsdp_example) -> None:
+    """`baton run -d --nproc 2 ... distributed.strategy=fsdp`: torch.distributed.run starts the
+    ranks; the model is the one of the ranks started by hand (bit for bit: same world size)."""
+    tmp, (by_hand, _) = fsdp_example
+    dump = tmp / "launched" / "dumps"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.solver.cli_rank_dump", str(dump), "run", "-d", "--nproc", "2", *EXAMPLE, FSDP,
+         "logging.progress=false"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "BATON_XP_DIR": str(tmp / "launched" / "xps")},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "baton: 2 processes for XP" in done.stdout
+    launched = torch.load(dump / "rank0.pt", weights_only=True)
+    assert launched["wrapped"] == {"model": "FSDPRegressionNet"}
+    assert_same_model(launched["weights"]["model"], by_hand["weights"]["model"], exact=True)
