@@ -20,9 +20,9 @@ import torch
 
 from baton import distrib, sharded
 from baton.solver.fsdp import full_tensors
-from baton.solver.runtime import Interrupted
 from baton.tasks.example import ExampleSolver
 from tests.helpers import example_config
+from tests.solver.ddp_worker import run_rank
 
 
 def kill_during_save(number: int, when: str) -> None:
@@ -50,6 +50,19 @@ def kill_during_save(number: int, when: str) -> None:
     dcp.FileSystemWriter.write_data = killing_write_data  # type: ignore[method-assign]
 
 
+class DumpingExample(ExampleSolver):
+    """The example task, writing its whole weights when its run ends (every rank gathers)."""
+
+    def run(self) -> list[dict[str, dict[str, float]]]:
+        history = super().run()
+        weights = full_tensors(self.model.state_dict())
+        if distrib.world_size() > 1:
+            assert type(self.model).__name__.startswith("FSDP"), "the engine shards the model"
+        torch.save({"weights": weights, "wrapped": type(self.model).__name__},
+                   Path(self.folder) / f"rank{distrib.rank()}.pt")
+        return history
+
+
 if __name__ == "__main__":
     folder, *overrides = sys.argv[1:]
     kill = [arg for arg in overrides if arg.startswith("--kill-at-save=")]
@@ -57,19 +70,4 @@ if __name__ == "__main__":
     if kill:
         number, when = kill[0].split("=", 1)[1].split(":")
         kill_during_save(int(number), when)
-    distrib.init("gloo")
-    in_step = False
-    try:
-        solver = ExampleSolver(example_config(folder, "distributed.strategy=fsdp", *overrides))
-        solver.run()
-        weights = full_tensors(solver.model.state_dict())
-        if distrib.world_size() > 1:
-            assert type(solver.model).__name__.startswith("FSDP"), "the engine shards the model"
-        torch.save({"weights": weights, "wrapped": type(solver.model).__name__},
-                   Path(folder) / f"rank{distrib.rank()}.pt")
-        in_step = True
-    except Interrupted:
-        in_step = True
-        raise
-    finally:
-        distrib.shutdown(in_step=in_step)
+    run_rank(lambda: DumpingExample(example_config(folder, "distributed.strategy=fsdp", *overrides)))
