@@ -316,7 +316,8 @@ class SolverCore:
     # ----------------------------------------------------------------- lifecycle
     def prepare(self) -> None:
         """Once, when training starts: what was registered until now is compiled and, on several
-        ranks, wrapped in DDP (so modules and optimizers may be created after construction)."""
+        ranks, wrapped in DDP or sharded with FSDP2 (`distributed.strategy`), so modules and
+        optimizers may be created after construction."""
         if self._prepared:
             return
         self._prepared = True

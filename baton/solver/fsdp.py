@@ -105,14 +105,14 @@ def repoint_optimizers(
     """Replace, in each optimizer's groups, the parameters sharding replaced: `before` maps
     id(old parameter) -> (its module, its name there). The optimizers have not stepped yet."""
     for optimizer in optimizers:
+        if optimizer.state:  # keyed by the replaced parameters: it would be lost
+            raise ConfigError("an optimizer stepped before training started; build optimizers in build(), step them in training")
         for group in optimizer.param_groups:
             params = []
             for p in group["params"]:
                 owner = before.get(id(p))
                 params.append(p if owner is None else owner[0].get_parameter(owner[1]))
             group["params"] = params
-        if optimizer.state:
-            raise ConfigError("an optimizer stepped before training started; build optimizers in build(), step them in training")
 
 
 def parameter_owners(modules: Iterable[nn.Module]) -> dict[int, tuple[nn.Module, str]]:

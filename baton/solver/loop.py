@@ -1,7 +1,7 @@
 """BaseSolver: the training loop, top to bottom.
 
     run
-      prepare      compile and, on several ranks, wrap trainable modules in DDP
+      prepare      compile and, on several ranks, wrap trainable modules in DDP (or shard them: FSDP)
       restore      the XP's checkpoint, if any
       for each epoch until optim.epochs (or until `should_stop()`):
         run_epoch  its stages, each through run_stage:
