@@ -157,7 +157,7 @@ class RunsCode:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("target", [".metadata", "__0_0.distcp"])
+@pytest.mark.parametrize("target", [".metadata", pytest.param("__0_0.distcp", marks=pytest.mark.slow)])
 def test_a_crafted_file_in_a_sharded_checkpoint_is_refused_and_nothing_runs(
         tmp_path: Path, straight_fsdp: Path, target: str) -> None:
     import shutil
@@ -305,7 +305,8 @@ def test_accumulation_and_clipping_on_sharded_gradients_equal_ddp(tmp_path: Path
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("world", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.slow  # reading a sharded XP whole without a process group is the export test's, in the fast suite
+@pytest.mark.parametrize("world", [1, 2])
 def test_continue_from_a_sharded_xp_loads_its_weights_on_any_world_size(fsdp_example, world: int) -> None:
     """A new XP (`optim.epochs=0`: nothing trained after loading) continuing from the 2-rank
     FSDP XP holds its best weights, on one process (whole) and on 2 FSDP ranks (shards)."""
@@ -339,6 +340,7 @@ def test_the_lm_with_its_decoder_layers_as_units_trains_equal_to_ddp(tmp_path: P
     assert len(list(xp_folder(tmp_path, "fsdp").glob("samples/1/*.wav"))) == 2
 
 
+@pytest.mark.slow  # the ranks started by hand are the fast suite's; -d's own launch is tested for DDP
 @pytest.mark.timeout(300)
 def test_baton_run_d_trains_the_example_under_fsdp_equal_to_the_ranks_started_by_hand(fsdp_example) -> None:
     """`baton run -d --nproc 2 ... distributed.strategy=fsdp`: torch.distributed.run starts the

@@ -67,6 +67,7 @@ def test_two_ranks_train_one_model_equal_to_one_process_with_the_global_batch(tm
     assert rank0["losses"][-1] == ("valid", pytest.approx(expected, rel=1e-5))
 
 
+@pytest.mark.slow  # three more launches; the engine's FSDP parity (example task) runs in the fast suite
 @pytest.mark.timeout(300)
 def test_two_fsdp_ranks_train_one_model_equal_to_ddp_and_to_one_process(tmp_path):
     """`distributed_strategy: fsdp`: the Brain's module is sharded, its optimizer built on the
