@@ -122,7 +122,8 @@ def straight_fsdp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("when", [pytest.param("data", marks=pytest.mark.slow), "commit"])
+@pytest.mark.slow  # three 2-rank runs each; the single-file format's kill tests run in the fast suite
+@pytest.mark.parametrize("when", ["data", "commit"])
 def test_a_kill_during_a_sharded_save_resumes_from_the_previous_one_bit_exact(
         tmp_path: Path, straight_fsdp: Path, when: str) -> None:
     """SIGKILL on every rank during the 3rd save (update 8, the first epoch's end): with shard
