@@ -359,3 +359,15 @@ def test_baton_run_d_trains_the_example_under_fsdp_equal_to_the_ranks_started_by
     launched = torch.load(dump / "rank0.pt", weights_only=True)
     assert launched["wrapped"] == {"model": "FSDPRegressionNet"}
     assert_same_model(launched["weights"]["model"], by_hand["weights"]["model"], exact=True)
+
+
+@pytest.mark.slow  # two more 2-rank runs
+@pytest.mark.timeout(300)
+def test_bf16_autocast_runs_fsdp_s_mixed_precision_policy_equal_to_ddp_under_autocast(tmp_path: Path) -> None:
+    """`autocast=true`: FSDP gathers bf16 parameters and reduces fp32 gradients; DDP casts the
+    fp32 weights to bf16 inside autocast. The same computation: on 2 CPU ranks, equal weights."""
+    args = [*EXAMPLE, "autocast=true", "autocast_dtype=bfloat16"]
+    first, _ = run_baton(tmp_path, "fsdp", [*args, FSDP], world=2)
+    ddp, _ = run_baton(tmp_path, "ddp", args, world=2)
+    assert all(v.dtype == torch.float32 for v in first["weights"]["model"].values())  # fp32 master weights
+    assert_same_model(first["weights"]["model"], ddp["weights"]["model"])
