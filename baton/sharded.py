@@ -42,6 +42,7 @@ import torch
 from . import distrib
 from .atomic import fsync_dir
 from .errors import CheckpointError, UnsafeCheckpointError, mount_point, write_failure
+from .stateful import is_dtensor
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,6 @@ SHARD = "__baton_shard__"  # a placeholder's marker key in checkpoint.th's state
 
 Placeholder = dict[str, Any]
 Twin = Callable[[tuple[Any, ...]], Any]
-
-
-def is_dtensor(value: Any) -> bool:
-    """A DTensor, told without importing torch.distributed.tensor for plain runs."""
-    return isinstance(value, torch.Tensor) and type(value).__name__ == "DTensor"
 
 
 def holds_shards(state: Any) -> bool:

@@ -31,6 +31,11 @@ def unwrap(value: Any) -> Any:
     return wrapped if isinstance(value, torch.nn.Module) and isinstance(wrapped, torch.nn.Module) else value
 
 
+def is_dtensor(value: Any) -> bool:
+    """A DTensor (a shard under FSDP), told without importing torch.distributed.tensor for plain runs."""
+    return isinstance(value, torch.Tensor) and type(value).__name__ == "DTensor"
+
+
 def copy_state(state: Any, device: str | torch.device = "cpu") -> Any:
     """Deep copy of a (nested) state with every tensor cloned onto `device`.
 
@@ -39,7 +44,7 @@ def copy_state(state: Any, device: str | torch.device = "cpu") -> Any:
     it is: moved, it would no longer match its device mesh.
     """
     if isinstance(state, torch.Tensor):
-        if type(state).__name__ == "DTensor":  # a shard (FSDP): stays on its mesh's device, 1/N of the whole
+        if is_dtensor(state):  # a shard (FSDP): stays on its mesh's device, 1/N of the whole
             return state.detach().clone()
         return state.detach().to(device, copy=True)
     if isinstance(state, Mapping):

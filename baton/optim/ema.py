@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..stateful import copy_state
+from ..stateful import copy_state, is_dtensor
 
 
 class ModuleEMA:
@@ -36,7 +36,7 @@ class ModuleEMA:
 
     def _fresh(self, tensor: torch.Tensor) -> torch.Tensor:
         # A shard (FSDP) stays on its mesh's device: moved, it would no longer match the mesh.
-        device = tensor.device if type(tensor).__name__ == "DTensor" else (self.device or tensor.device)
+        device = tensor.device if is_dtensor(tensor) else (self.device or tensor.device)
         dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
         return tensor.detach().to(device=device, dtype=dtype, copy=True)
 

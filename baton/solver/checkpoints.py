@@ -60,9 +60,6 @@ class LiveLayout:
                 return None
         return value
 
-    def twin(self, path: tuple[Any, ...]) -> Any:
-        return self.at(path)
-
     def shard_like(self, state: Any) -> Any:
         if not any(fsdp.is_sharded(m) for m in self.solver.registered_modules().values()):
             return state
@@ -116,7 +113,7 @@ class SolverCheckpoints:
         solver = self.solver
         self.files.remove_stale_temporaries()
         live = LiveLayout(solver)
-        data = self.files.load(twin=live.twin)
+        data = self.files.load(twin=live.at)
         if data is None:
             self.continue_from()
             self.check_room()

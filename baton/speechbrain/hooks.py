@@ -13,8 +13,8 @@ import torch
 
 from ..checkpoint import load_file
 from ..errors import CheckpointError
-from ..sharded import is_dtensor
 from ..solver import fsdp
+from ..stateful import is_dtensor
 
 logger = logging.getLogger("baton.checkpointer")
 
